@@ -1,0 +1,21 @@
+"""The only module that imports TensorFlow, tf_keras and TF-MOT.
+
+TF-MOT needs Keras 2 (tf_keras); TF_USE_LEGACY_KERAS must be set before the first
+``import tensorflow``.  Everything else imports from here, lazily, so commands that do not
+need TensorFlow (inspect, profile, select) never pay its import.
+"""
+import os
+import warnings
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import tensorflow as tf  # noqa: E402
+    import tf_keras as keras  # noqa: E402
+    import tensorflow_model_optimization as tfmot  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")
+
+__all__ = ["tf", "keras", "tfmot"]

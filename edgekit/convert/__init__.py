@@ -1,0 +1,1 @@
+"""Keras -> TFLite conversion and the Edge TPU compiler step."""

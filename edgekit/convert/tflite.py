@@ -1,0 +1,61 @@
+"""The TFLite converter in each quantization mode a recipe can ask for."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..data import Dataset
+from ..errors import ConversionError
+
+CALIBRATION_SAMPLES = 200
+
+
+def representative_dataset(data: Dataset, n: int = CALIBRATION_SAMPLES):
+    x = data.sample(n).x.astype(np.float32)
+
+    def gen():
+        for i in range(x.shape[0]):
+            yield [x[i:i + 1]]
+    return gen
+
+
+def _converter(model, static_batch: bool):
+    from .._tf import tf
+    if not static_batch:
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    spec = model.inputs[0]
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, *spec.shape[1:]], spec.dtype, name="input"))
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+
+
+def convert(model, mode: str, io: str = "float32", calibration: Dataset | None = None,
+            static_batch: bool = False) -> bytes:
+    """Convert a tf_keras model; returns the flatbuffer bytes.  `static_batch` fixes the batch at 1."""
+    from .._tf import tf
+    from .._quiet import captured_stderr
+    if len(model.inputs) != 1:
+        raise ConversionError(f"models with {len(model.inputs)} inputs are not supported yet (one input)")
+    conv = _converter(model, static_batch)
+    if mode != "float32":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        conv.target_spec.supported_types = [tf.float16]
+    elif mode in ("int8", "int16x8"):
+        if calibration is None:
+            raise ConversionError(f"{mode} quantization needs calibration data (--calibration or --train)")
+        conv.representative_dataset = representative_dataset(calibration)
+        if mode == "int8":
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if io in ("int8", "uint8"):
+                conv.inference_input_type = conv.inference_output_type = getattr(tf, io)
+        else:
+            conv.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            if io == "int16":
+                conv.inference_input_type = conv.inference_output_type = tf.int16
+    try:
+        with captured_stderr():
+            return conv.convert()
+    except Exception as e:
+        lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or str(e).splitlines() or [type(e).__name__]
+        raise ConversionError(f"TFLite converter failed ({mode}): {lines[0].strip()[:400]}") from e

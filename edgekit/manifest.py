@@ -1,0 +1,76 @@
+"""manifest.json: one record per converted variant, written atomically, read without TensorFlow."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Variant:
+    name: str
+    recipe: str
+    path: str
+    sha256: str
+    bytes: int
+    gzip_bytes: int
+    sparsity: float
+    max_unique_weights_per_channel: int
+    accuracy: float | None
+    keras_accuracy: float | None
+    inputs: list[dict]
+    outputs: list[dict]
+    ops: list[dict]
+    min_runtime_version: str | None
+    compatible: bool
+    problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+    quantization: dict = field(default_factory=dict)
+    optimizations: dict = field(default_factory=dict)
+    survival: dict = field(default_factory=dict)
+    edgetpu: dict | None = None
+    steps: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    device: str
+    device_profile: dict
+    source_model: dict
+    reference_keras_accuracy: float | None
+    eval_data: dict | None
+    variants: list[Variant]
+    created: str
+    edgekit_version: str
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise ConfigError(f"manifest has no variant '{name}' (has: {', '.join(v.name for v in self.variants)})")
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        variants = [Variant(**v) for v in data.pop("variants")]
+        return Manifest(variants=variants, **data)
+    except FileNotFoundError as e:
+        raise ConfigError(f"manifest {path}: no such file") from e
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise ConfigError(f"manifest {path}: not an edgekit manifest ({type(e).__name__}: {e})") from e

@@ -1,0 +1,260 @@
+"""`convert_for_device`: Keras model -> every useful TFLite variant for a device, validated, in one folder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .compat import device_problems, edgetpu_preflight
+from .data import Dataset, check_calibration, check_fits, check_labels, load_data
+from .errors import ConfigError, DataError
+from .flatbuffer import parse_model
+from .manifest import Manifest, Variant
+from .profiles import DeviceProfile, Recipe, check_recipe_fits, load_profile, load_recipe
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _load_inputs(model, train, calibration, eval_data):
+    from .modelio import check_is_tf_keras, load_keras_model
+    source = {"path": None}
+    if isinstance(model, (str, Path)):
+        source = {"path": str(model)}
+        model = load_keras_model(model)
+    check_is_tf_keras(model)
+    shape = tuple(model.inputs[0].shape)
+    out_shape = tuple(model.outputs[0].shape)
+
+    def get(d, role):
+        if d is None or isinstance(d, Dataset):
+            return d
+        return load_data(d, shape)
+    train, calibration, eval_data = get(train, "train"), get(calibration, "calibration"), get(eval_data, "eval")
+    for d, role in ((train, "training"), (eval_data, "eval")):
+        if d is not None:
+            check_fits(d, shape, role)
+    if train is not None:
+        check_labels(train, out_shape, "training")
+    if eval_data is not None:
+        check_labels(eval_data, out_shape, "eval")
+    if calibration is not None:
+        check_calibration(calibration, shape)
+    source.update(name=getattr(model, "name", "model"), params=int(model.count_params()),
+                  input_shape=[d for d in shape], output_shape=[d for d in out_shape])
+    return model, source, train, calibration, eval_data
+
+
+def _preflight(model, recipes: list[Recipe], train, calibration) -> None:
+    """Everything that can fail before training: fail in seconds, not minutes."""
+    from .optimize import cluster, prune, qat
+    need_train = [r.name for r in recipes if r.steps]
+    if need_train and train is None:
+        raise DataError(f"recipes {', '.join(need_train)} fine-tune the model: give --train DATA")
+    need_cal = [r.name for r in recipes if r.mode in ("int8", "int16x8")]
+    if need_cal and calibration is None and train is None:
+        raise DataError(f"recipes {', '.join(need_cal)} need a representative dataset: give --calibration or --train")
+    done = set()
+    for r in recipes:
+        for step, cfg in (("prune", r.prune), ("cluster", r.cluster), ("qat", r.qat)):
+            key = (step, json.dumps(cfg, sort_keys=True), bool(r.prune))
+            if not cfg or key in done:
+                continue
+            done.add(key)
+            if step == "prune":
+                prune.preflight(model, cfg)
+            elif step == "cluster":
+                cluster.preflight(model, cfg, preserve_sparsity=bool(r.prune))
+            else:
+                qat.preflight(model)
+
+
+def _prepare_out(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
+        raise ConfigError(f"output folder {out} is not empty and holds no edgekit manifest; choose another --out")
+    partial = out.parent / f".{out.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
+class _Optimizer:
+    """Runs optimization chains, reusing a shared prefix (same prune settings -> one fine-tune)."""
+
+    def __init__(self, model, train: Dataset, log: Log):
+        self.model, self.train, self.log = model, train, log
+        self.cache: dict[str, object] = {}
+
+    def run(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
+        """Returns (model to convert, plain Keras model before QAT, step records)."""
+        from .optimize import cluster, prune, qat
+        from .optimize.train import kernel_stats
+        current, key, records = self.model, "", []
+        for step in ("prune", "cluster"):
+            cfg = getattr(recipe, step)
+            if not cfg:
+                continue
+            key += f"|{step}:{json.dumps(cfg, sort_keys=True)}"
+            t0 = time.perf_counter()
+            if key not in self.cache:
+                if step == "prune":
+                    self.cache[key] = prune.prune(current, cfg, self.train)
+                else:
+                    self.cache[key] = cluster.cluster(current, cfg, self.train, preserve_sparsity=bool(recipe.prune))
+                reused = False
+            else:
+                reused = True
+            current = self.cache[key]
+            sp, uniq = kernel_stats(current)
+            secs = time.perf_counter() - t0
+            records.append({"step": step, "settings": cfg, "seconds": round(secs, 2), "reused": reused,
+                            "keras_sparsity": round(sp, 4), "keras_max_unique_per_channel": uniq})
+            self.log(f"{label}: {step:<8} {secs:6.1f} s  sparsity {sp:.1%}  max values/channel {uniq}"
+                     + ("  (reused)" if reused else ""))
+        plain = current
+        if recipe.qat:
+            t0 = time.perf_counter()
+            current = qat.qat(current, recipe.qat, self.train, recipe.qat_scheme)
+            secs = time.perf_counter() - t0
+            records.append({"step": "qat", "scheme": recipe.qat_scheme, "settings": recipe.qat,
+                            "seconds": round(secs, 2)})
+            self.log(f"{label}: qat      {secs:6.1f} s  scheme {recipe.qat_scheme}")
+        return current, plain, records
+
+
+def _keras_accuracy(model, data: Dataset | None) -> float | None:
+    if data is None:
+        return None
+    from .data import class_indices
+    pred = model.predict(data.x, batch_size=256, verbose=0)
+    return float((pred.reshape(pred.shape[0], -1).argmax(axis=1) == class_indices(data.y)).mean())
+
+
+def _survival(recipe: Recipe, records: list[dict], info) -> dict:
+    """Did the sparsity / clusters made in Keras survive into the flatbuffer?"""
+    result = {}
+    keras_step = next((r for r in reversed(records) if "keras_sparsity" in r), None)
+    if recipe.prune and keras_step:
+        want = keras_step["keras_sparsity"]
+        result["sparsity"] = {"keras": want, "tflite": round(info.sparsity, 4),
+                              "ok": info.sparsity >= want - 0.02}
+    if recipe.cluster:
+        n = int(recipe.cluster["clusters"])
+        limit = n + (1 if recipe.prune else 0)  # int8 rounding can split zero from a near-zero centroid
+        result["clusters"] = {"clusters": n, "tflite_max_unique_per_channel": info.max_unique_per_channel,
+                              "ok": info.max_unique_per_channel <= limit}
+    return result
+
+
+def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, work: Path, keras_acc,
+                   eval_data, records, log: Log, label: str) -> Variant:
+    from .convert import edgetpu
+    from .validate import accuracy
+    path = work / f"{recipe.name}.tflite"
+    path.write_bytes(model_bytes)
+    info = parse_model(model_bytes, path.name)
+    problems, warnings = device_problems(info, profile)
+    survival = _survival(recipe, records, info)
+    for what, check in survival.items():
+        if not check["ok"]:
+            warnings.append(f"{what} did not survive conversion: {check}")
+    tpu = None
+    if "edgetpu_compile" in recipe.post:
+        pre = edgetpu_preflight(info).to_dict()
+        if edgetpu.compiler_path():
+            t0 = time.perf_counter()
+            res = edgetpu.compile_model(path, work)
+            tpu = {"compiled": True, **res.to_dict(), "preflight": pre}
+            log(f"{label}: edgetpu  {time.perf_counter() - t0:6.1f} s  {res.tpu_ops} ops on TPU, "
+                f"{res.cpu_ops} on CPU -> {res.path.name}")
+        else:
+            tpu = {"compiled": False, "reason": "edgetpu_compiler not on PATH", "preflight": pre}
+            log(f"{label}: edgetpu  skipped: edgetpu_compiler is not installed; kept the int8 model and our "
+                f"pre-flight ({pre['mappable_ops']} of {pre['mappable_ops'] + pre['cpu_ops']} ops mappable)")
+    t0 = time.perf_counter()
+    acc = accuracy(model_bytes, eval_data) if eval_data is not None else None
+    if acc is not None:
+        log(f"{label}: validate {time.perf_counter() - t0:6.1f} s  accuracy {acc:.4f} in LiteRT")
+    return Variant(
+        name=recipe.name, recipe=recipe.name, path=path.name, sha256=info.sha256, bytes=info.bytes,
+        gzip_bytes=info.gzip_bytes, sparsity=round(info.sparsity, 4),
+        max_unique_weights_per_channel=info.max_unique_per_channel, accuracy=acc, keras_accuracy=keras_acc,
+        inputs=[asdict(t) for t in info.inputs], outputs=[asdict(t) for t in info.outputs], ops=info.ops,
+        min_runtime_version=info.min_runtime_version, compatible=not problems, problems=problems,
+        warnings=warnings, quantization={"mode": recipe.mode, "io": recipe.io},
+        optimizations={s: getattr(recipe, s) for s in recipe.steps} | (
+            {"qat_scheme": recipe.qat_scheme} if recipe.qat else {}),
+        survival=survival, edgetpu=tpu, steps=records)
+
+
+def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | None = None, *, train=None,
+                       calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr) -> Manifest:
+    """Build, validate and describe every variant of `model` for `device`; returns the manifest.
+
+    `model` is a path (.keras / .h5 / SavedModel folder) or a tf_keras model (never modified).
+    `train` / `calibration` / `eval` are paths (.npz with `x`, `y`; image folders) or `Dataset`s.
+    """
+    profile = device if isinstance(device, DeviceProfile) else load_profile(device)
+    chosen = [load_recipe(r) for r in (recipes or profile.default_recipes)]
+    for r in chosen:
+        check_recipe_fits(r, profile)
+    if len({r.name for r in chosen}) != len(chosen):
+        raise ConfigError("a recipe is named twice")
+    t_start = time.perf_counter()
+    model, source, train, calibration, eval_data = _load_inputs(model, train, calibration, eval)
+    if calibration is None and train is not None:
+        calibration = train.sample(200)
+    _preflight(model, chosen, train, calibration)
+    out = Path(out)
+    work = _prepare_out(out)
+    try:
+        log(f"[{profile.name}] {len(chosen)} variants: {', '.join(r.name for r in chosen)}")
+        ref_acc = _keras_accuracy(model, eval_data)
+        if ref_acc is not None:
+            log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
+        optimizer = _Optimizer(model, train, log) if train is not None else None
+        variants = []
+        for recipe in chosen:
+            label = f"[{profile.name}] {recipe.name}"
+            converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
+            keras_acc = ref_acc if converted is model else _keras_accuracy(converted, eval_data)
+            from .convert.tflite import convert
+            t0 = time.perf_counter()
+            model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes)
+            secs = time.perf_counter() - t0
+            records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2),
+                            "bytes": len(model_bytes)})
+            log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})")
+            variants.append(_build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data,
+                                           records, log, label))
+        manifest = Manifest(
+            device=profile.name, device_profile=profile.to_dict(), source_model=source,
+            reference_keras_accuracy=ref_acc,
+            eval_data=None if eval_data is None else {"source": eval_data.source, "samples": len(eval_data)},
+            variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            edgekit_version=__version__)
+        manifest.write(work / "manifest.json")
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+        log(f"[{profile.name}] done in {time.perf_counter() - t_start:.1f} s -> {out}/manifest.json")
+        return manifest
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def model_fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,254 @@
+"""Device profiles (device_profiles/*.yaml) and conversion recipes (converters/*.yaml) as frozen dataclasses."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .schema import Field, check
+
+RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow.lite")
+DELEGATES = ("xnnpack", "edgetpu", "gpu", "none")
+QUANT_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+IO_DTYPES = ("float32", "int8", "uint8", "int16")
+POST_STEPS = ("edgetpu_compile",)
+
+_RUNTIME = {"name": Field(str, required=True, choices=RUNTIMES), "version": Field(str, required=True)}
+PROFILE_SCHEMA = {
+    "name": Field(str, required=True),
+    "description": Field(str, required=True),
+    "arch": Field(str, required=True, choices=("aarch64", "armv7l", "x86_64")),
+    "cores": Field(int, minimum=1),
+    "memory_mb": Field(int, minimum=1),
+    "runtimes": Field(list, required=True, item=dict, nested=_RUNTIME),
+    "delegates": Field(list, required=True, item=str, choices=DELEGATES),
+    "threads": Field(list, required=True, item=int),
+    "quantization": Field(dict, required=True, nested={
+        "modes": Field(list, required=True, item=str, choices=QUANT_MODES),
+        "io_dtypes": Field(list, required=True, item=str, choices=IO_DTYPES),
+        "static_shapes": Field(bool),
+    }),
+    "max_model_bytes": Field(int, minimum=1),
+    "default_recipes": Field(list, required=True, item=str),
+    "thermal": Field(dict, nested={
+        "zones": Field(list, item=str),
+        "max_temp_c": Field(float, minimum=0, maximum=150),
+        "cool_down_s": Field(int, minimum=0),
+        "throttle_probe": Field(str, choices=("vcgencmd", "jetson_nvpmodel", "none")),
+    }),
+}
+
+_PRUNE = {
+    "target": Field(float, required=True, minimum=0.0, maximum=0.99),
+    "schedule": Field(str, choices=("constant", "polynomial")),
+    "structure": Field(str, choices=("2:4",), nullable=True),
+    "epochs": Field(int, minimum=1),
+}
+_CLUSTER = {
+    "clusters": Field(int, required=True, minimum=2, maximum=256),
+    "init": Field(str, choices=("kmeans++", "linear", "density", "random")),
+    "epochs": Field(int, minimum=1),
+}
+_QAT = {"epochs": Field(int, minimum=1)}
+RECIPE_SCHEMA = {
+    "name": Field(str, required=True),
+    "description": Field(str, required=True),
+    "optimize": Field(dict, nested={
+        "prune": Field(dict, nested=_PRUNE),
+        "cluster": Field(dict, nested=_CLUSTER),
+        "qat": Field(dict, nested=_QAT),
+    }),
+    "quantization": Field(dict, required=True, nested={
+        "mode": Field(str, required=True, choices=QUANT_MODES),
+        "io": Field(str, choices=IO_DTYPES),
+    }),
+    "post": Field(list, item=str, choices=POST_STEPS),
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    arch: str
+    runtimes: tuple[Runtime, ...]
+    delegates: tuple[str, ...]
+    threads: tuple[int, ...]
+    quant_modes: tuple[str, ...]
+    io_dtypes: tuple[str, ...]
+    static_shapes: bool
+    default_recipes: tuple[str, ...]
+    cores: int | None = None
+    memory_mb: int | None = None
+    max_model_bytes: int | None = None
+    thermal: dict = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime the profile assumes first (compatibility is judged against it)."""
+        return self.runtimes[0]
+
+    @property
+    def edgetpu(self) -> bool:
+        return "edgetpu" in self.delegates
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "arch": self.arch,
+            "cores": self.cores, "memory_mb": self.memory_mb,
+            "runtimes": [{"name": r.name, "version": r.version} for r in self.runtimes],
+            "delegates": list(self.delegates), "threads": list(self.threads),
+            "quantization": {"modes": list(self.quant_modes), "io_dtypes": list(self.io_dtypes),
+                             "static_shapes": self.static_shapes},
+            "max_model_bytes": self.max_model_bytes, "default_recipes": list(self.default_recipes),
+            "thermal": dict(self.thermal),
+        }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    mode: str
+    io: str
+    prune: dict | None = None
+    cluster: dict | None = None
+    qat: dict | None = None
+    post: tuple[str, ...] = ()
+    source: str = ""
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return tuple(s for s in ("prune", "cluster", "qat") if getattr(self, s))
+
+    @property
+    def qat_scheme(self) -> str | None:
+        """The TF-MOT collaborative scheme QAT uses so earlier steps survive it."""
+        if not self.qat:
+            return None
+        return {(True, True): "PCQAT", (False, True): "CQAT", (True, False): "PQAT"}.get(
+            (bool(self.prune), bool(self.cluster)), "QAT")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description,
+                "optimize": {k: getattr(self, k) for k in self.steps},
+                "quantization": {"mode": self.mode, "io": self.io}, "post": list(self.post),
+                "qat_scheme": self.qat_scheme}
+
+
+def _data_dir(package: str) -> Path:
+    return Path(str(resources.files(f"edgekit.{package}")))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    return data
+
+
+def _names(package: str) -> list[str]:
+    return sorted(p.stem for p in _data_dir(package).glob("*.yaml"))
+
+
+def _find(package: str, name: str, what: str) -> Path:
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"{what} file {name} does not exist")
+        return path
+    path = _data_dir(package) / f"{name}.yaml"
+    if not path.is_file():
+        known = _names(package)
+        hint = difflib.get_close_matches(name, known, n=1)
+        extra = f"; did you mean '{hint[0]}'?" if hint else ""
+        raise ConfigError(f"unknown {what} '{name}' (known: {', '.join(known)}){extra}")
+    return path
+
+
+def profile_names() -> list[str]:
+    return _names("device_profiles")
+
+
+def recipe_names() -> list[str]:
+    return _names("converters")
+
+
+def load_profile(name: str) -> DeviceProfile:
+    """Load a device profile by name (or from a .yaml path), validated."""
+    path = _find("device_profiles", name, "device profile")
+    data = _read_yaml(path)
+    source = path.name
+    check(data, PROFILE_SCHEMA, source)
+    if data["name"] != path.stem:
+        raise ConfigError(f"{source}: 'name' is {data['name']!r} but the file is {path.stem}.yaml")
+    if not data["threads"] or any(t < 1 for t in data["threads"]):
+        raise ConfigError(f"{source}: 'threads' must list positive thread counts")
+    q = data["quantization"]
+    return DeviceProfile(
+        name=data["name"], description=data["description"], arch=data["arch"],
+        runtimes=tuple(Runtime(r["name"], str(r["version"])) for r in data["runtimes"]),
+        delegates=tuple(data["delegates"]), threads=tuple(data["threads"]),
+        quant_modes=tuple(q["modes"]), io_dtypes=tuple(q["io_dtypes"]),
+        static_shapes=bool(q.get("static_shapes", False)),
+        default_recipes=tuple(data["default_recipes"]), cores=data.get("cores"),
+        memory_mb=data.get("memory_mb"), max_model_bytes=data.get("max_model_bytes"),
+        thermal=dict(data.get("thermal") or {}), source=source)
+
+
+def load_recipe(name: str) -> Recipe:
+    """Load a conversion recipe by name (or from a .yaml path), validated."""
+    path = _find("converters", name, "recipe")
+    data = _read_yaml(path)
+    source = path.name
+    check(data, RECIPE_SCHEMA, source)
+    if data["name"] != path.stem:
+        raise ConfigError(f"{source}: 'name' is {data['name']!r} but the file is {path.stem}.yaml")
+    opt = data.get("optimize") or {}
+    q = data["quantization"]
+    io = q.get("io", "int8" if q["mode"] == "int8" else "float32")
+    if q["mode"] != "int8" and io in ("int8", "uint8"):
+        raise ConfigError(f"{source}: 'quantization.io' {io} needs 'quantization.mode' int8")
+    if opt.get("qat") and q["mode"] not in ("int8",):
+        raise ConfigError(f"{source}: 'optimize.qat' needs 'quantization.mode' int8, got {q['mode']}")
+    post = tuple(data.get("post") or ())
+    if "edgetpu_compile" in post and (q["mode"] != "int8"):
+        raise ConfigError(f"{source}: 'post: edgetpu_compile' needs full-integer int8 quantization")
+    return Recipe(name=data["name"], description=data["description"], mode=q["mode"], io=io,
+                  prune=opt.get("prune"), cluster=opt.get("cluster"), qat=opt.get("qat"),
+                  post=post, source=source)
+
+
+def check_recipe_fits(recipe: Recipe, profile: DeviceProfile) -> None:
+    """Raise ConfigError when the profile cannot run what the recipe produces."""
+    why = []
+    if recipe.mode not in profile.quant_modes:
+        why.append(f"quantization {recipe.mode} (allowed: {', '.join(profile.quant_modes)})")
+    if recipe.io not in profile.io_dtypes:
+        why.append(f"{recipe.io} input/output (allowed: {', '.join(profile.io_dtypes)})")
+    if "edgetpu_compile" in recipe.post and not profile.edgetpu:
+        why.append("an Edge TPU compile step but the device has no Edge TPU")
+    if why:
+        raise ConfigError(f"recipe '{recipe.name}' cannot run on device '{profile.name}': {'; '.join(why)}")
+
+
+def load_profiles() -> list[DeviceProfile]:
+    return [load_profile(n) for n in profile_names()]
+
+
+def load_recipes() -> list[Recipe]:
+    return [load_recipe(n) for n in recipe_names()]

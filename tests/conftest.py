@@ -1,0 +1,51 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run `python -m edgekit ARGS` in a subprocess; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("edgekit: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n.lower() in lines[0].lower(), (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def digits_data(tmp_path_factory):
+    from edgekit.examples import write_digits_npz
+    return write_digits_npz(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory):
+    from edgekit.examples import train_digits_model
+    return train_digits_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def rpi4_manifest(tmp_path_factory, digits_model, digits_data):
+    """The rpi4 default recipe set converted once for the whole session."""
+    from edgekit import convert_for_device
+    out = tmp_path_factory.mktemp("conv") / "rpi4"
+    train, test = digits_data
+    manifest = convert_for_device(digits_model, "rpi4", train=train, eval=test, out=out, log=lambda m: None)
+    return manifest, out
