@@ -64,6 +64,7 @@ def cmd_inspect(args) -> int:
     info = read_model(args.model)
     d = info.to_dict()
     d.pop("op_sequence")
+    d.pop("op_integer_only")
     if profile:
         problems, warnings = device_problems(info, profile)
         d["device"] = {"name": profile.name, "compatible": not problems, "problems": problems, "warnings": warnings}

@@ -89,13 +89,15 @@ def edgetpu_preflight(info: ModelInfo) -> EdgeTPUReport:
     if info.subgraphs > 1:
         problems.append("Edge TPU compiles only the first subgraph (model has control flow)")
     first_split, mapped, unsupported = None, 0, []
-    for i, op in enumerate(info.op_sequence):
-        if first_split is None and op in EDGETPU_OPS:
+    for i, (op, integer) in enumerate(zip(info.op_sequence, info.op_integer_only)):
+        ok = op in EDGETPU_OPS and integer
+        if first_split is None and ok:
             mapped += 1
             continue
         if first_split is None:
-            first_split = f"{op} (op #{i})"
-        if op not in EDGETPU_OPS and op not in unsupported:
+            why = "not supported by the Edge TPU" if op not in EDGETPU_OPS else "has float tensors"
+            first_split = f"{op} (op #{i}, {why})"
+        if not ok and op not in unsupported:
             unsupported.append(op)
     if first_split:
         problems.append(f"the graph splits at {first_split}: it and every op after it run on the CPU")

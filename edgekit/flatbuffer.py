@@ -11,6 +11,7 @@ import numpy as np
 from .errors import ModelFormatError
 
 _WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
+_INTEGER = {"INT8", "UINT8", "INT32", "INT16", "INT64"}
 _NP = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8,
        "INT64": np.int64, "INT16": np.int16, "INT8": np.int8, "FLOAT64": np.float64,
        "UINT32": np.uint32, "UINT16": np.uint16, "BOOL": np.bool_}
@@ -61,6 +62,7 @@ class ModelInfo:
     sha256: str
     ops: list[dict]  # [{"op": name, "version": v, "count": n}] in first-seen order
     op_sequence: list[str]  # subgraph 0 in execution order
+    op_integer_only: list[bool]  # per op of op_sequence: every tensor it touches is integer
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     weights: list[WeightInfo]
@@ -181,6 +183,7 @@ def _describe(model, raw, name, op_names, type_names) -> ModelInfo:
         codes.append((op, int(oc.version or 1)))
     counts: dict[tuple, int] = {}
     sequence: list[str] = []
+    integer_only: list[bool] = []
     weights: list[WeightInfo] = []
     dtype_counts: dict[str, int] = {}
     g0 = model.subgraphs[0]
@@ -197,6 +200,9 @@ def _describe(model, raw, name, op_names, type_names) -> ModelInfo:
             counts[(op_name, version)] = counts.get((op_name, version), 0) + 1
             if gi == 0:
                 sequence.append(op_name)
+                touched = [int(i) for i in list(op.inputs if op.inputs is not None else []) +
+                           list(op.outputs if op.outputs is not None else []) if i >= 0]
+                integer_only.append(all(type_names.get(g.tensors[i].type, "?") in _INTEGER for i in touched))
             idx = _WEIGHT_OPS.get(op_name)
             if idx is None or op.inputs is None or len(op.inputs) <= idx or op.inputs[idx] < 0:
                 continue
@@ -231,7 +237,7 @@ def _describe(model, raw, name, op_names, type_names) -> ModelInfo:
         path=name, bytes=len(raw), gzip_bytes=len(gzip.compress(raw, 9)),
         sha256=hashlib.sha256(raw).hexdigest(),
         ops=[{"op": o, "version": v, "count": c} for (o, v), c in counts.items()],
-        op_sequence=sequence, inputs=inputs, outputs=outputs, weights=weights, metadata=metadata,
+        op_sequence=sequence, op_integer_only=integer_only, inputs=inputs, outputs=outputs, weights=weights, metadata=metadata,
         min_runtime_version=metadata.get("min_runtime_version"),
         dynamic_inputs=any(-1 in t.shape for t in inputs), tensor_dtypes=dtype_counts,
         subgraphs=len(model.subgraphs))

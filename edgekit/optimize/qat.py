@@ -1,6 +1,8 @@
 """Quantization-aware training, with TF-MOT's collaborative schemes so sparsity / clusters survive it."""
 from __future__ import annotations
 
+import re
+
 from ..data import Dataset
 from ..errors import OptimizationError
 from .train import fine_tune, outputs_probabilities
@@ -27,6 +29,10 @@ def _apply(model, scheme_name: str):
             return q.quantize_apply(annotated, scheme) if scheme is not None else q.quantize_apply(annotated)
     except (ValueError, RuntimeError, TypeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        m = re.search(r"Layer (\S+):<class '[\w.]*?(\w+)'> is not supported", text)
+        if m:
+            text = (f"layer '{m.group(1)}' ({m.group(2)}) is not supported; give it a QuantizeConfig through "
+                    f"tfmot's quantize_annotate_layer or choose a recipe without QAT")
         raise OptimizationError(f"quantization-aware training cannot quantize this model: {text[:400]}") from e
 
 

@@ -1,0 +1,118 @@
+"""Every bad input: one clear line on stderr, exit code 2, no traceback, no output folder left behind."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+
+def convert(model, out, *extra):
+    return run_cli("convert-for-device", model, "--out", out, *extra)
+
+
+def test_missing_model(tmp_path):
+    assert_one_line_error(convert(tmp_path / "none.keras", tmp_path / "o", "--device", "local"), "no such file")
+
+
+@pytest.mark.parametrize("name,content", [("notes.keras", b"hello, I am text"), ("weights.h5", b"\x89HDF\r\n"),
+                                          ("zip.keras", b"PK\x03\x04broken")])
+def test_file_that_is_not_a_model(tmp_path, name, content):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    out = tmp_path / "o"
+    assert_one_line_error(convert(bad, out, "--device", "local", "--recipe", "fp32"), name)
+    assert not out.exists()
+
+
+def test_keras3_model_is_refused_with_advice(tmp_path):
+    path = tmp_path / "k3.keras"
+    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None); import keras;"
+            "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]); m.save(r'%s')" % path)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    line = assert_one_line_error(convert(path, tmp_path / "o", "--device", "local", "--recipe", "fp32"),
+                                 "Keras 3", "tf_keras")
+    assert "TF_USE_LEGACY_KERAS" in line
+
+
+@pytest.fixture(scope="module")
+def layernorm_model(tmp_path_factory):
+    from edgekit._tf import keras
+    m = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                          keras.layers.LayerNormalization(name="odd_norm"), keras.layers.Dense(10)])
+    path = tmp_path_factory.mktemp("ln") / "ln.keras"
+    m.save(path)
+    return path
+
+
+def test_layer_qat_cannot_quantize_is_named_before_training(layernorm_model, digits_data, tmp_path):
+    train, _ = digits_data
+    out = tmp_path / "o"
+    assert_one_line_error(convert(layernorm_model, out, "--device", "local", "--recipe", "pcqat-int8",
+                                  "--train", train), "odd_norm", "quantiz")
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
+
+def _npz(tmp_path, name, **arrays):
+    p = tmp_path / name
+    np.savez(p, **arrays)
+    return p
+
+
+def test_calibration_with_wrong_shape(digits_model, tmp_path):
+    cal = _npz(tmp_path, "cal.npz", x=np.zeros((20, 4, 4, 1), np.float32))
+    assert_one_line_error(convert(digits_model, tmp_path / "o", "--device", "local", "--recipe", "int8",
+                                  "--calibration", cal), "calibration", "(4, 4, 1)", "(8, 8, 1)")
+
+
+def test_calibration_with_wrong_dtype(digits_model, tmp_path):
+    cal = _npz(tmp_path, "cal.npz", x=np.array([["a"] * 8] * 8).reshape(1, 8, 8, 1))
+    assert_one_line_error(convert(digits_model, tmp_path / "o", "--device", "local", "--recipe", "int8",
+                                  "--calibration", cal), "numeric")
+
+
+def test_calibration_with_zero_samples(digits_model, tmp_path):
+    cal = _npz(tmp_path, "cal.npz", x=np.zeros((0, 8, 8, 1), np.float32))
+    assert_one_line_error(convert(digits_model, tmp_path / "o", "--device", "local", "--recipe", "int8",
+                                  "--calibration", cal), "at least one sample")
+
+
+def test_eval_labels_that_do_not_match_outputs(digits_model, tmp_path):
+    ev = _npz(tmp_path, "ev.npz", x=np.zeros((5, 8, 8, 1), np.float32), y=np.array([0, 3, 12, 1, 2]))
+    assert_one_line_error(convert(digits_model, tmp_path / "o", "--device", "local", "--recipe", "fp32",
+                                  "--eval", ev), "labels", "10 outputs")
+
+
+def test_unknown_recipe(digits_model, tmp_path):
+    assert_one_line_error(convert(digits_model, tmp_path / "o", "--device", "local", "--recipe", "int9"),
+                          "unknown recipe 'int9'")
+
+
+def test_recipe_the_device_cannot_run(digits_model, tmp_path):
+    assert_one_line_error(convert(digits_model, tmp_path / "o", "--device", "coral-usb", "--recipe", "fp32"),
+                          "cannot run on device 'coral-usb'", "float32")
+
+
+def test_optimizing_recipe_without_training_data(digits_model, tmp_path):
+    assert_one_line_error(convert(digits_model, tmp_path / "o", "--device", "local", "--recipe", "pruned-int8"),
+                          "--train")
+
+
+def test_foreign_output_folder_is_not_clobbered(digits_model, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert_one_line_error(convert(digits_model, out, "--device", "local", "--recipe", "fp32"), "not empty")
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_cli_success_prints_table_and_json(digits_model, digits_data, tmp_path):
+    import json
+    _, test = digits_data
+    proc = convert(digits_model, tmp_path / "o", "--device", "local", "--recipe", "fp32", "--eval", test, "--json")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout)
+    assert m["variants"][0]["accuracy"] > 0.95 and (tmp_path / "o" / "fp32.tflite").exists()
+    assert "convert" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgekit.errors import ModelFormatError
+from edgekit.flatbuffer import read_model
+from conftest import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def int8_path(rpi4_manifest):
+    return rpi4_manifest[1] / "int8.tflite"
+
+
+def test_inspect_json_reports_ops_tensors_and_metadata(int8_path):
+    proc = run_cli("inspect", int8_path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    ops = {o["op"]: o["version"] for o in d["ops"]}
+    assert ops["FULLY_CONNECTED"] >= 4 and "CONV_2D" in ops
+    assert d["inputs"][0]["dtype"] == "int8" and d["inputs"][0]["zero_point"] == -128
+    assert d["min_runtime_version"] == "1.14.0" and d["bytes"] == int8_path.stat().st_size
+
+
+def test_inspect_with_device_reports_runtime_problem(rpi4_manifest):
+    proc = run_cli("inspect", rpi4_manifest[1] / "dynamic.tflite", "--device", "rpi4")
+    assert proc.returncode == 0, proc.stderr
+    assert "NOT compatible" in proc.stdout and "tflite-runtime 2.14.0 cannot load" in proc.stdout
+
+
+def test_inspect_edgetpu_preflight_for_a_float_model(rpi4_manifest):
+    proc = run_cli("inspect", rpi4_manifest[1] / "fp32.tflite", "--device", "coral-usb", "--json")
+    dev = json.loads(proc.stdout)["device"]
+    assert not dev["compatible"]
+    assert any("int8/uint8" in p for p in dev["problems"])
+    pre = dev["edgetpu_preflight"]
+    assert pre["first_split"] == "CONV_2D (op #0, has float tensors)" and pre["mappable_ops"] == 0
+
+
+def test_inspect_does_not_import_tensorflow(int8_path):
+    code = ("import sys; from edgekit.cli import main; main(['inspect', sys.argv[1], '--json']);"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    proc = subprocess.run([sys.executable, "-c", code, str(int8_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "flip_header"])
+def test_corrupt_tflite_is_a_one_line_error(int8_path, tmp_path, damage):
+    raw = int8_path.read_bytes()
+    bad = tmp_path / f"{damage}.tflite"
+    bad.write_bytes({"truncate": raw[: len(raw) // 3], "garbage": b"\x17" * 999, "empty": b"",
+                     "flip_header": raw[:4] + b"XXXX" + raw[8:]}[damage])
+    with pytest.raises(ModelFormatError):
+        read_model(bad)
+    assert_one_line_error(run_cli("inspect", bad), str(bad.name))
+
+
+def test_missing_tflite_is_a_one_line_error(tmp_path):
+    assert_one_line_error(run_cli("inspect", tmp_path / "nope.tflite"), "no such file")
