@@ -98,6 +98,101 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _boards_from_args(args):
+    from .remote.inventory import parse_host, select_boards
+    if args.host:
+        if not args.profile:
+            from .errors import ConfigError
+            raise ConfigError("--host needs --profile PROFILE (see `edgekit devices`)")
+        return [parse_host(h, args.profile, args.identity, args.python) for h in args.host]
+    return select_boards(args.board or [], args.all_boards, args.boards)
+
+
+def cmd_profile(args) -> int:
+    from .profiling.jobs import Settings, build_jobs, model_ref
+    from .profiling.progress import Progress
+    from .profiling.scheduler import Options, run_profile
+    from .errors import ConfigError
+    if not (args.board or args.all_boards or args.host):
+        raise ConfigError("say where to profile: --board NAME (e.g. --board local), --all-boards, or --host")
+    boards = _boards_from_args(args)
+    models = [model_ref(m) for m in args.models]
+    settings = Settings(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, delegate=args.delegate)
+    if args.input:
+        from .profiling.session import sha256_file
+        p = Path(args.input)
+        if not p.is_file() or p.suffix != ".npy":
+            raise ConfigError(f"--input {p}: expected an existing .npy file")
+        settings = Settings(**{**settings.__dict__, "input_path": p.resolve(), "input_sha": sha256_file(p)})
+    jobs = build_jobs(models, boards, args.threads, args.repeat, settings)
+    opts = Options(store=args.store, force=args.force, timeout=args.timeout, retries=args.retries,
+                   known_hosts=args.known_hosts, accept_new_host=args.accept_new_host,
+                   ask_password=args.ask_password)
+    progress = Progress(sum(len(j) for j in jobs.values()), quiet=args.json)
+    rows = run_profile(jobs, opts, progress.event)
+    progress.close()
+    failed = [r for r in rows if r["status"] != "ok"]
+    if args.json:
+        for r in rows:
+            r.pop("latencies_ms", None)
+        _print_json({"measurements": rows, "board_errors": progress.board_errors})
+    else:
+        from .latency_table import render
+        from .store import Store
+        ok = [r for r in Store(args.store).rows() if r["settings_key"] in {j.key for js in jobs.values() for j in js}]
+        print(render(ok))
+        for r in failed:
+            print(f"FAILED {r['board']} {r['model_name']} t{r['threads']}: {r['error']}")
+        for e in progress.board_errors:
+            print(f"FAILED {e}")
+    return 1 if (failed or progress.board_errors) else 0
+
+
+def cmd_boards(args) -> int:
+    from .remote.inventory import load_boards, local_board
+    from .report_text import table
+    path = Path(args.boards or "boards.yaml")
+    boards = [local_board()] + (load_boards(path) if (args.boards or path.exists()) else [])
+    if not args.check:
+        if args.json:
+            _print_json([b.public() for b in boards])
+        else:
+            print(table(["board", "host", "port", "user", "profile", "python"],
+                        [[b.name, b.host or "(this machine)", b.port or "", b.user or "", b.profile, b.python]
+                         for b in boards], "llrlll"))
+        return 0
+    from .profiling.check import check_boards
+    reports = check_boards(boards, known_hosts=args.known_hosts, accept_new_host=args.accept_new_host)
+    if args.json:
+        _print_json(reports)
+    else:
+        rows = [[r["board"], "yes" if r["reachable"] else "NO", r.get("python") or "-",
+                 r.get("runtime") or "-", ",".join(r.get("delegates") or []) or "-", (r.get("cpu") or "-")[:30],
+                 r.get("memory_mb") or "-", r.get("throttling") or "-", (r.get("error") or "")[:80]]
+                for r in reports]
+        print(table(["board", "reachable", "python", "runtime", "delegates", "cpu", "mem MB", "thermal", "error"],
+                    rows, "lllllllll"))
+    return 0 if all(r["reachable"] for r in reports) else 1
+
+
+def cmd_table(args) -> int:
+    from .latency_table import render
+    from .store import Store
+    store = Store(args.store, create=False)
+    print(render(store.rows(board=args.board), args.format))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Optimize, convert, validate, profile and select "
                                 "TFLite variants of a Keras model for edge boards.")
@@ -131,6 +226,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="also check compatibility with this device profile")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("profile", help="measure .tflite models on boards (local or over SSH) into the store")
+    s.add_argument("models", nargs="+", metavar="MODEL", help=".tflite files")
+    where = s.add_argument_group("where")
+    where.add_argument("--board", action="append", help="board name from boards.yaml, or 'local' (repeatable)")
+    where.add_argument("--all-boards", action="store_true", help="every board in boards.yaml")
+    where.add_argument("--boards", help="board inventory (default ./boards.yaml)")
+    where.add_argument("--host", action="append", help="ad-hoc board user@host[:port] or ~/.ssh/config alias")
+    where.add_argument("--profile", help="device profile of --host boards")
+    where.add_argument("--identity", help="private key for --host boards (default: ssh-agent and ~/.ssh keys)")
+    where.add_argument("--python", help="Python on --host boards (default python3)")
+    how = s.add_argument_group("how")
+    how.add_argument("--threads", type=_int_list, help="thread counts, e.g. 1,4 (default: the profile's)")
+    how.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "none", "edgetpu", "gpu"))
+    how.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+    how.add_argument("--runs", type=int, default=100, help="counted runs, at least (default 100)")
+    how.add_argument("--min-seconds", type=float, default=0.0, help="keep running for at least this long")
+    how.add_argument("--repeat", type=int, default=1, help="repeat each measurement K times")
+    how.add_argument("--input", help=".npy input instead of random data in the input dtype's range")
+    how.add_argument("--timeout", type=float, default=600.0, help="per-job timeout in seconds (default 600)")
+    how.add_argument("--retries", type=int, default=2, help="retries of a job after a connection fault")
+    how.add_argument("--force", action="store_true", help="measure again what the store already has")
+    sec = s.add_argument_group("security")
+    sec.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
+    sec.add_argument("--accept-new-host", action="store_true", help="trust and record unknown host keys (TOFU)")
+    sec.add_argument("--ask-password", action="store_true", help="prompt for an SSH password")
+    s.add_argument("--store", help="SQLite store (default ./edgekit.db or $EDGEKIT_STORE)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("boards", help="list boards; --check connects to each and reports what it has")
+    s.add_argument("--boards", help="board inventory (default ./boards.yaml)")
+    s.add_argument("--check", action="store_true")
+    s.add_argument("--known-hosts")
+    s.add_argument("--accept-new-host", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_boards)
+
+    s = sub.add_parser("table", help="print the latency table from the store")
+    s.add_argument("--store")
+    s.add_argument("--board")
+    s.add_argument("--format", default="table", choices=("table", "md", "csv", "json"))
+    s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("demo", help="train a CNN on sklearn's digits and convert it for rpi4 and coral-usb")
     s.add_argument("--out", default="demo-out")

@@ -43,6 +43,10 @@ class ConnectError(EdgekitError):
     """A board cannot be reached or refused us (host key, auth, network)."""
 
 
+class TrustError(ConnectError):
+    """Host key unknown or changed, or authentication refused: never retried."""
+
+
 class RemoteError(EdgekitError):
     """A command on a board failed."""
 

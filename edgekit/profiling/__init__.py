@@ -1,0 +1,1 @@
+"""Board-side runner, job scheduling, and result parsing."""

@@ -1,0 +1,215 @@
+"""Boards in parallel, one job per board at a time (also across processes), each result committed at once."""
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ..compat import runtime_problem
+from ..errors import ConnectError, EdgekitError, RemoteError, TrustError
+from ..profiles import Runtime, load_profile
+from ..store import Store
+from .jobs import Job
+from .session import BoardSession
+
+
+@dataclass
+class Options:
+    store: str | None = None
+    force: bool = False
+    timeout: float = 600.0
+    retries: int = 2
+    backoff: float = 1.0
+    known_hosts: str | None = None
+    accept_new_host: bool = False
+    ask_password: bool = False
+    connect_timeout: float = 10.0
+    lock_dir: str | None = None
+    lock_timeout: float = 3600.0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class BoardLock:
+    """An exclusive lock on a board held by this process (flock on a local file)."""
+
+    def __init__(self, board: str, lock_dir: str | None, timeout: float, stop: threading.Event, emit):
+        d = Path(lock_dir or Path.home() / ".cache" / "edgekit" / "locks")
+        d.mkdir(parents=True, exist_ok=True)
+        self.path, self.timeout, self.stop, self.emit, self.board = d / f"{board}.lock", timeout, stop, emit, board
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        start, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if not told:
+                    self.emit({"event": "waiting", "board": self.board, "message": "board busy (another edgekit "
+                               "process is profiling it); waiting"})
+                    told = True
+                if self.stop.is_set() or time.monotonic() - start > self.timeout:
+                    os.close(self.fd)
+                    raise RemoteError(f"board {self.board}: still locked by another edgekit after {self.timeout:.0f} s")
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _row(job: Job, session: BoardSession | None, started: str, status: str, error: str | None = None,
+         result: dict | None = None, attempts: int = 1) -> dict:
+    s = job.settings
+    runtime = (result or {}).get("runtime") or (session.runtime if session else None) or {}
+    row = {
+        "settings_key": job.key, "status": status, "error": error, "model_sha256": job.model.info.sha256,
+        "model_name": job.model.name, "manifest_path": job.model.manifest_path, "variant": job.model.variant,
+        "board": job.board.name, "profile": job.board.profile, "host": job.board.host or "localhost",
+        "runtime_name": runtime.get("name"), "runtime_version": runtime.get("version"), "threads": job.threads,
+        "delegate": s.delegate, "warmup_runs": s.warmup, "min_runs": s.runs, "min_seconds": s.min_seconds,
+        "repeat_index": job.repeat_index, "input": s.input_sha or "random", "started_at": started,
+        "finished_at": _now(), "attempts": attempts,
+    }
+    if result and result.get("status") == "ok":
+        st = result["stats"]
+        fp = result.get("fingerprint") or {}
+        before = fp.get("temperatures_before_c") or {}
+        after = fp.get("temperatures_c") or {}
+        row.update(n_runs=st["n"], load_ms=result["load_ms"], first_ms=result["first_ms"], mean_ms=st["mean_ms"],
+                   std_ms=st["std_ms"], min_ms=st["min_ms"], max_ms=st["max_ms"], p50_ms=st["p50_ms"],
+                   p90_ms=st["p90_ms"], p99_ms=st["p99_ms"], peak_rss_kb=result.get("peak_rss_kb"),
+                   throttled=int(bool(result.get("throttled"))), cooled_s=result.get("cooled_s"),
+                   temp_before_c=max(before.values()) if before else None,
+                   temp_after_c=max(after.values()) if after else None,
+                   latencies_ms=result["latencies_ms"], fingerprint=fp)
+    elif session is not None:
+        row["fingerprint"] = session.probe.get("fingerprint")
+    return row
+
+
+class BoardWorker:
+    def __init__(self, board, jobs: list[Job], opts: Options, stop: threading.Event, emit: Callable):
+        self.board, self.jobs, self.opts, self.stop, self.emit = board, jobs, opts, stop, emit
+        self.session: BoardSession | None = None
+        self.results: list[dict] = []
+
+    def _connect(self) -> BoardSession:
+        if self.session is None:
+            self.session = BoardSession.open(
+                self.board, known_hosts=self.opts.known_hosts, accept_new_host=self.opts.accept_new_host,
+                ask_password=self.opts.ask_password, timeout=self.opts.connect_timeout)
+        return self.session
+
+    def _drop(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def _measure(self, job: Job) -> tuple[str, str | None, dict | None]:
+        session = self._connect()
+        rt = session.runtime
+        if rt is None:
+            return "failed", f"no TFLite runtime on {self.board.name} (ai_edge_litert, tflite_runtime or " \
+                             f"tensorflow) for {self.board.python}", None
+        if rt.get("version"):
+            problem = runtime_problem(job.model.info, Runtime(rt["name"], rt["version"]))
+            if problem:
+                return "failed", f"not run: {problem}", None
+        profile = load_profile(self.board.profile)
+        s = job.settings
+        remote_model = session.ensure(job.model.path, job.model.info.sha256, ".tflite")
+        args = ["--model", remote_model, "--expect-sha256", job.model.info.sha256, "--threads", str(job.threads),
+                "--delegate", s.delegate, "--warmup", str(s.warmup), "--runs", str(s.runs),
+                "--min-seconds", str(s.min_seconds)]
+        if s.input_path is not None:
+            args += ["--input", session.ensure(s.input_path, s.input_sha, ".npy")]
+        if profile.thermal.get("max_temp_c") is not None:
+            args += ["--max-temp", str(profile.thermal["max_temp_c"]),
+                     "--cool-wait", str(profile.thermal.get("cool_down_s", 0))]
+        result = session.run_runner(args, timeout=self.opts.timeout)
+        if result.get("hash_mismatch"):
+            session.forget(remote_model)
+            session.ensure(job.model.path, job.model.info.sha256, ".tflite", force=True)
+            result = session.run_runner(args, timeout=self.opts.timeout)
+        if result.get("status") != "ok":
+            return "failed", f"runner: {result.get('error', 'unknown error')}", result
+        return "ok", None, result
+
+    def run(self) -> None:
+        try:
+            with BoardLock(self.board.name, self.opts.lock_dir, self.opts.lock_timeout, self.stop, self.emit):
+                self._run_jobs(Store(self.opts.store))
+        except EdgekitError as e:
+            self.emit({"event": "board_error", "board": self.board.name, "message": str(e)})
+        finally:
+            self._drop()
+
+    def _run_jobs(self, store: Store) -> None:
+        unreachable: str | None = None
+        for job in self.jobs:
+            if self.stop.is_set():
+                return
+            if not self.opts.force and store.done(job.key):
+                self.emit({"event": "skipped", "job": job.label(), "board": self.board.name})
+                continue
+            started = _now()
+            if unreachable:
+                self._record(store, job, started, "failed", unreachable, None, 0)
+                continue
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    status, error, result = self._measure(job)
+                    self._record(store, job, started, status, error, result, attempts)
+                    break
+                except TrustError as e:  # host key / auth problems are never retried
+                    unreachable = str(e)
+                    self._record(store, job, started, "failed", unreachable, None, attempts)
+                    break
+                except (ConnectError, RemoteError) as e:
+                    self._drop()
+                    if attempts > self.opts.retries or self.stop.is_set():
+                        reason = f"{e} (after {attempts} attempts)"
+                        if isinstance(e, ConnectError):
+                            unreachable = reason
+                        self._record(store, job, started, "failed", reason, None, attempts)
+                        break
+                    delay = self.opts.backoff * 2 ** (attempts - 1)
+                    self.emit({"event": "retry", "job": job.label(), "board": self.board.name,
+                               "message": f"{e}; retrying in {delay:.0f} s"})
+                    self.stop.wait(delay)
+
+    def _record(self, store, job, started, status, error, result, attempts) -> None:
+        row = _row(job, self.session, started, status, error, result, attempts)
+        row["id"] = store.add(row)
+        self.results.append(row)
+        self.emit({"event": status, "job": job.label(), "board": self.board.name, "row": row})
+
+
+def run_profile(jobs_by_board: dict[str, list[Job]], opts: Options, emit: Callable = lambda e: None) -> list[dict]:
+    """Run every board's jobs, boards in parallel.  Ctrl-C stops cleanly: finished rows are already stored."""
+    Store(opts.store).close()  # create the schema once, before the threads race for it
+    stop = threading.Event()
+    workers = [BoardWorker(jobs[0].board, jobs, opts, stop, emit) for jobs in jobs_by_board.values() if jobs]
+    threads = [threading.Thread(target=w.run, name=f"board-{w.board.name}", daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    return [r for w in workers for r in w.results]

@@ -1,0 +1,129 @@
+"""The board inventory: boards.yaml, ad-hoc `--host user@host[:port]`, ~/.ssh/config, and the `local` board."""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+from ..profiles import load_profile
+from ..schema import Field, check
+
+BOARD_SCHEMA = {
+    "name": Field(str, required=True),
+    "host": Field(str, required=True),
+    "port": Field(int, minimum=1, maximum=65535),
+    "user": Field(str),
+    "identity": Field(str),
+    "profile": Field(str, required=True),
+    "python": Field(str),
+    "workdir": Field(str),
+    "runtime": Field(str, choices=("auto", "ai_edge_litert", "tflite_runtime", "tensorflow")),
+}
+FILE_SCHEMA = {"boards": Field(list, required=True, item=dict, nested=BOARD_SCHEMA)}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    host: str | None  # None: the local machine
+    profile: str
+    port: int | None = None
+    user: str | None = None
+    identity: str | None = None
+    python: str = "python3"
+    workdir: str | None = None
+    runtime: str = "auto"
+
+    @property
+    def is_local(self) -> bool:
+        return self.host is None
+
+    def public(self) -> dict:
+        """What may be shown or stored (no key paths)."""
+        d = asdict(self)
+        d.pop("identity")
+        return d
+
+
+def local_board() -> Board:
+    return Board(name="local", host=None, profile="local", python=sys.executable)
+
+
+def _ssh_config(host: str) -> dict:
+    path = Path.home() / ".ssh" / "config"
+    if not path.exists():
+        return {}
+    import paramiko
+    try:
+        return paramiko.SSHConfig.from_path(str(path)).lookup(host)
+    except Exception as e:  # a broken config should say so, not crash
+        raise ConfigError(f"{path}: cannot parse ({e})") from e
+
+
+def resolve_ssh(board: Board) -> Board:
+    """Fill host name, user, port and identity from ~/.ssh/config (explicit board fields win)."""
+    cfg = _ssh_config(board.host)
+    ident = board.identity or (cfg.get("identityfile") or [None])[0]
+    return Board(**{**asdict(board), "host": cfg.get("hostname", board.host),
+                    "port": board.port or int(cfg.get("port", 22)), "user": board.user or cfg.get("user"),
+                    "identity": str(Path(ident).expanduser()) if ident else None})
+
+
+def load_boards(path: str | Path) -> list[Board]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"boards file {path} does not exist (write one, or use --host / --board local)") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    check(data, FILE_SCHEMA, path.name)
+    boards, seen = [], set()
+    for i, b in enumerate(data["boards"]):
+        if not _NAME.match(b["name"]) or b["name"] == "local":
+            raise ConfigError(f"{path.name}: boards[{i}].name {b['name']!r} must be letters, digits, '.', '_', '-' "
+                              f"and not 'local'")
+        if b["name"] in seen:
+            raise ConfigError(f"{path.name}: board name {b['name']!r} appears twice")
+        seen.add(b["name"])
+        load_profile(b["profile"])
+        boards.append(Board(name=b["name"], host=b["host"], profile=b["profile"], port=b.get("port"),
+                            user=b.get("user"), identity=b.get("identity"), python=b.get("python", "python3"),
+                            workdir=b.get("workdir"), runtime=b.get("runtime", "auto")))
+    return boards
+
+
+def parse_host(spec: str, profile: str, identity: str | None = None, python: str | None = None) -> Board:
+    """`user@host[:port]` or an ~/.ssh/config alias."""
+    m = re.fullmatch(r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?", spec)
+    if not m:
+        raise ConfigError(f"--host {spec!r}: expected user@host[:port]")
+    load_profile(profile)
+    host = m.group("host").strip("[]")
+    return Board(name=host if _NAME.match(host) else "adhoc", host=host, profile=profile,
+                 port=int(m.group("port")) if m.group("port") else None, user=m.group("user"),
+                 identity=identity, python=python or "python3")
+
+
+def select_boards(names: list[str], all_boards: bool, boards_file: str | Path | None) -> list[Board]:
+    path = Path(boards_file) if boards_file else Path("boards.yaml")
+    inventory = load_boards(path) if (boards_file or path.exists()) and (all_boards or set(names) - {"local"}) \
+        else []
+    if all_boards:
+        return inventory or [local_board()]
+    by_name = {b.name: b for b in inventory}
+    chosen = []
+    for n in names:
+        if n == "local":
+            chosen.append(local_board())
+        elif n in by_name:
+            chosen.append(by_name[n])
+        else:
+            known = ", ".join(["local", *by_name])
+            raise ConfigError(f"unknown board '{n}' (known: {known}; boards come from {path})")
+    return chosen

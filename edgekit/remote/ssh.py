@@ -1,0 +1,176 @@
+"""SSH boards over paramiko: verified host keys, keys/agent auth, quoted commands, atomic SFTP uploads."""
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import paramiko
+
+from ..errors import ConnectError, ProfileTimeout, RemoteError, TrustError
+from .base import Result, quote_argv
+
+
+class _UnknownHost(Exception):
+    def __init__(self, hostname: str, key):
+        super().__init__(hostname)
+        self.hostname, self.key = hostname, key
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        raise _UnknownHost(hostname, key)
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """Trust on first use, explicitly asked for: record the new key in the known_hosts file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def fingerprint(key) -> str:
+    import base64
+    import hashlib
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class SSHConnection:
+    def __init__(self, name: str, host: str, port: int = 22, user: str | None = None, identity: str | None = None,
+                 known_hosts: str | Path | None = None, accept_new_host: bool = False, ask_password: bool = False,
+                 timeout: float = 10.0):
+        self.name, self.host, self.port, self.user = name, host, port, user or getpass.getuser()
+        self.bytes_uploaded = 0
+        self._sftp = None
+        self.known_hosts = Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
+        where = f"{self.user}@{host}:{port}"
+        client = paramiko.SSHClient()
+        if self.known_hosts.exists():
+            try:
+                client.load_host_keys(str(self.known_hosts))
+            except (OSError, paramiko.SSHException) as e:
+                raise ConnectError(f"board {name}: cannot read known_hosts {self.known_hosts}: {e}") from e
+        client.set_missing_host_key_policy(_AcceptNew(self.known_hosts) if accept_new_host else _Refuse())
+        password = getpass.getpass(f"password for {where}: ") if ask_password else None
+        try:
+            client.connect(host, port=port, username=self.user, key_filename=identity, password=password,
+                           allow_agent=True, look_for_keys=identity is None, timeout=timeout,
+                           banner_timeout=timeout, auth_timeout=timeout)
+        except _UnknownHost as e:
+            client.close()
+            raise TrustError(
+                f"board {name}: host {e.hostname} is not in {self.known_hosts} (its {e.key.get_name()} key is "
+                f"{fingerprint(e.key)}); check that fingerprint, then rerun with --accept-new-host to record it") from None
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise TrustError(
+                f"board {name}: HOST KEY CHANGED for {host}:{port} (known {fingerprint(e.expected_key)}, offered "
+                f"{fingerprint(e.key)}); refusing. If the board was reinstalled, remove the old entry from "
+                f"{self.known_hosts}") from None
+        except paramiko.AuthenticationException as e:
+            client.close()
+            raise TrustError(f"board {name}: authentication failed for {where} ({e})") from None
+        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as e:
+            client.close()
+            raise ConnectError(f"board {name}: cannot connect to {where}: {e or type(e).__name__}") from None
+        self.client = client
+
+    # -- commands ---------------------------------------------------------------------------------
+    def run(self, argv: list[str], timeout: float | None = None) -> Result:
+        command = quote_argv(argv)
+        try:
+            chan = self.client.get_transport().open_session()
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError, AttributeError) as e:
+            raise RemoteError(f"board {self.name}: connection lost ({e or type(e).__name__})") from None
+        out, err = bytearray(), bytearray()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                got = False
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                    got = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    got = True
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if chan.closed or not self.client.get_transport().is_active():
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    chan.close()
+                    raise ProfileTimeout(f"board {self.name}: command timed out after {timeout:.0f} s")
+                if not got:
+                    time.sleep(0.002)
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            raise RemoteError(f"board {self.name}: connection lost ({e or type(e).__name__})") from None
+        status = chan.recv_exit_status() if chan.exit_status_ready() else -1
+        chan.close()
+        if status == -1:
+            raise RemoteError(f"board {self.name}: connection lost while running {argv[0]}")
+        return Result(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+    # -- files ------------------------------------------------------------------------------------
+    @property
+    def sftp(self):
+        if self._sftp is None:
+            try:
+                self._sftp = self.client.open_sftp()
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                raise RemoteError(f"board {self.name}: SFTP unavailable ({e})") from None
+        return self._sftp
+
+    def put(self, local: Path, remote: str) -> int:
+        tmp = f"{remote}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            self.sftp.put(str(local), tmp)
+            self.sftp.posix_rename(tmp, remote)
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise RemoteError(f"board {self.name}: upload of {Path(local).name} failed ({e})") from None
+        n = os.path.getsize(local)
+        self.bytes_uploaded += n
+        return n
+
+    def size(self, remote: str) -> int | None:
+        try:
+            return self.sftp.stat(remote).st_size
+        except FileNotFoundError:
+            return None
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise RemoteError(f"board {self.name}: cannot stat {remote} ({e})") from None
+
+    def makedirs(self, remote: str) -> None:
+        path = ""
+        for part in remote.strip("/").split("/"):
+            path += "/" + part
+            try:
+                self.sftp.stat(path)
+            except FileNotFoundError:
+                try:
+                    self.sftp.mkdir(path, mode=0o700)
+                except OSError as e:
+                    raise RemoteError(f"board {self.name}: cannot create {path} ({e})") from None
+
+    def home(self) -> str:
+        try:
+            return self.sftp.normalize(".")
+        except (OSError, paramiko.SSHException) as e:
+            raise RemoteError(f"board {self.name}: cannot find the home folder ({e})") from None
+
+    def close(self) -> None:
+        try:
+            if self._sftp is not None:
+                self._sftp.close()
+            self.client.close()
+        except Exception:  # closing a dead connection must not hide the original error
+            pass
