@@ -145,17 +145,21 @@ def cmd_profile(args) -> int:
     if args.json:
         for r in rows:
             r.pop("latencies_ms", None)
-        _print_json({"measurements": rows, "board_errors": progress.board_errors})
+        _print_json({"measurements": rows, "board_errors": progress.board_errors,
+                     "bytes_uploaded": progress.uploaded})
     else:
         from .latency_table import render
         from .store import Store
         ok = [r for r in Store(args.store).rows() if r["settings_key"] in {j.key for js in jobs.values() for j in js}]
         print(render(ok))
-        for r in failed:
-            print(f"FAILED {r['board']} {r['model_name']} t{r['threads']}: {r['error']}")
-        for e in progress.board_errors:
-            print(f"FAILED {e}")
-    return 1 if (failed or progress.board_errors) else 0
+    reasons: dict[tuple, int] = {}
+    for r in failed:
+        reasons[(r["board"], r["error"])] = reasons.get((r["board"], r["error"]), 0) + 1
+    for (board, error), n in reasons.items():
+        print(f"edgekit: error: {board}: {error}" + (f" ({n} measurements)" if n > 1 else ""), file=sys.stderr)
+    for e in progress.board_errors:
+        print(f"edgekit: error: {e}", file=sys.stderr)
+    return 2 if (failed or progress.board_errors) else 0
 
 
 def cmd_boards(args) -> int:

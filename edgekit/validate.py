@@ -59,5 +59,7 @@ def predict(model_bytes: bytes, x: np.ndarray, batch: int = 128) -> np.ndarray:
 
 
 def accuracy(model_bytes: bytes, data: Dataset) -> float:
-    pred = predict(model_bytes, data.x)
+    from ._quiet import captured_stderr
+    with captured_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
+        pred = predict(model_bytes, data.x)
     return float(np.mean(pred.reshape(pred.shape[0], -1).argmax(axis=1) == class_indices(data.y)))

@@ -10,6 +10,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.total, self.done, self.quiet = total, 0, quiet
         self.board_errors: list[str] = []
+        self.uploaded: dict[str, int] = {}
         self.lock = threading.Lock()
         self.bar = None
         if not quiet and self.stream.isatty():
@@ -44,9 +45,11 @@ class Progress:
                 self._line(f"{prefix} {e['job']}: FAILED: {e['row']['error']}")
             elif kind == "skipped":
                 self._line(f"{prefix} {e['job']}: already in the store (use --force to measure again)")
+            elif kind == "board_done":
+                self.uploaded[e["board"]] = e["bytes_uploaded"]
+                self._line(f"board {e['board']}: done, uploaded {e['bytes_uploaded']:,} bytes")
             elif kind == "board_error":
-                self.board_errors.append(f"{e['board']}: {e['message']}")
-                self._line(f"board {e['board']}: {e['message']}")
+                self.board_errors.append(f"{e['board']}: {e['message']}")  # printed in the final summary
             else:
                 self._line(f"{e.get('job', e['board'])}: {e['message']}")
 

@@ -102,6 +102,7 @@ class BoardWorker:
         self.board, self.jobs, self.opts, self.stop, self.emit = board, jobs, opts, stop, emit
         self.session: BoardSession | None = None
         self.results: list[dict] = []
+        self.bytes_uploaded = 0
 
     def _connect(self) -> BoardSession:
         if self.session is None:
@@ -112,6 +113,7 @@ class BoardWorker:
 
     def _drop(self) -> None:
         if self.session is not None:
+            self.bytes_uploaded += self.session.conn.bytes_uploaded
             self.session.close()
             self.session = None
 
@@ -153,6 +155,7 @@ class BoardWorker:
             self.emit({"event": "board_error", "board": self.board.name, "message": str(e)})
         finally:
             self._drop()
+            self.emit({"event": "board_done", "board": self.board.name, "bytes_uploaded": self.bytes_uploaded})
 
     def _run_jobs(self, store: Store) -> None:
         unreachable: str | None = None

@@ -1,0 +1,216 @@
+"""The profiler against a real sshd on loopback (no paramiko mocks)."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from loopback_board import SSHD, LoopbackBoard, keygen
+
+pytestmark = pytest.mark.skipif(not Path(SSHD).exists(),
+                                reason="openssh-server is not installed (`make test` installs it when root)")
+
+
+@pytest.fixture
+def board(tmp_path):
+    b = LoopbackBoard(tmp_path / "b1").start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def models(rpi4_manifest):
+    out = rpi4_manifest[1]
+    return [out / "int8.tflite", out / "fp32.tflite"]
+
+
+def setup(tmp_path, *boards, names=None, known=True, **entry_kw):
+    names = names or [f"pi{i + 1}" for i in range(len(boards))]
+    inv = tmp_path / "boards.yaml"
+    entries = []
+    for b, n in zip(boards, names):
+        kw = dict(entry_kw)
+        kw.setdefault("workdir", str(tmp_path / f"work-{n}"))  # a fresh board cache per test
+        entries.append(b.board_entry(n, **kw))
+    inv.write_text(yaml.safe_dump({"boards": entries}))
+    kh = tmp_path / "known_hosts"
+    kh.write_text("".join(b.known_hosts_line for b in boards) if known else "")
+    return ["--boards", inv, "--known-hosts", kh, "--store", tmp_path / "s.db"]
+
+
+def profile(*args, **kw):
+    return run_cli("profile", *args, **kw)
+
+
+def errors(proc):
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("edgekit: error:")]
+
+
+def test_profile_over_ssh_end_to_end(tmp_path, board, models):
+    common = setup(tmp_path, board)
+    proc = profile(*models, "--board", "pi1", "--threads", "1", "--runs", "50", "--json", *common)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    rows = out["measurements"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert {r["variant"] for r in rows} == {"int8", "fp32"} and all(r["manifest_path"] for r in rows)
+    assert all(r["p50_ms"] > 0 and r["n_runs"] >= 50 and r["runtime_name"] == "ai-edge-litert" for r in rows)
+    assert out["bytes_uploaded"]["pi1"] >= sum(m.stat().st_size for m in models)
+    from edgekit.store import Store
+    raw = Store(tmp_path / "s.db").rows(raw=True)
+    assert len(json.loads(raw[0]["latencies_ms"])) == raw[0]["n_runs"]
+    fp = json.loads(raw[0]["fingerprint"])
+    assert fp["hostname"] and fp["python"] and fp["runtime"]["name"] == "ai-edge-litert"
+    assert "identity" not in raw[0] and str(board.client_key) not in json.dumps(raw)
+    sha = raw[0]["model_sha256"]
+    assert (tmp_path / "work-pi1" / f"{sha}.tflite").exists()  # content-addressed on the board
+    table = run_cli("table", "--store", tmp_path / "s.db")
+    assert "pi1 t1" in table.stdout and "int8" in table.stdout
+
+    # same models again, forced: nothing is uploaded a second time
+    proc = profile(*models, "--board", "pi1", "--threads", "1", "--runs", "20", "--force", "--json", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["bytes_uploaded"]["pi1"] == 0
+    # and without --force the store answers
+    proc = profile(*models, "--board", "pi1", "--threads", "1", "--runs", "20", *common)
+    assert proc.returncode == 0 and proc.stderr.count("already in the store") == 2
+
+
+def test_unknown_host_is_refused_until_accepted(tmp_path, board, models):
+    common = setup(tmp_path, board, known=False)
+    proc = profile(models[0], "--board", "pi1", "--runs", "5", "--threads", "1", *common)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = errors(proc)
+    assert "not in" in line and "--accept-new-host" in line and "SHA256:" in line
+    proc = profile(models[0], "--board", "pi1", "--runs", "5", "--threads", "1", "--accept-new-host", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert f"[127.0.0.1]:{board.port} ssh-ed25519" in (tmp_path / "known_hosts").read_text()
+    proc = profile(models[0], "--board", "pi1", "--runs", "5", "--threads", "1", "--force", *common)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_changed_host_key_is_always_refused(tmp_path, board, models):
+    common = setup(tmp_path, board)
+    other = keygen(tmp_path / "other_host")
+    kind, b64 = Path(f"{other}.pub").read_text().split()[:2]
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{board.port} {kind} {b64}\n")
+    proc = profile(models[0], "--board", "pi1", "--runs", "5", "--accept-new-host", *common)
+    assert proc.returncode == 2
+    (line,) = errors(proc)
+    assert "HOST KEY CHANGED" in line
+
+
+def test_wrong_client_key_is_refused(tmp_path, board, models):
+    common = setup(tmp_path, board)
+    inv = yaml.safe_load((tmp_path / "boards.yaml").read_text())
+    inv["boards"][0]["identity"] = str(keygen(tmp_path / "stranger"))
+    (tmp_path / "boards.yaml").write_text(yaml.safe_dump(inv))
+    proc = profile(models[0], "--board", "pi1", "--runs", "5", *common)
+    assert proc.returncode == 2
+    (line,) = errors(proc)
+    assert "authentication failed" in line
+
+
+def test_unreachable_board(tmp_path, models):
+    from loopback_board import free_port
+    inv = tmp_path / "boards.yaml"
+    inv.write_text(yaml.safe_dump({"boards": [{"name": "gone", "host": "127.0.0.1", "port": free_port(),
+                                               "profile": "rpi4"}]}))
+    proc = profile(models[0], "--board", "gone", "--retries", "1", "--threads", "1", "--boards", inv,
+                   "--store", tmp_path / "s.db")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = errors(proc)
+    assert "cannot connect" in line and "after 2 attempts" in line
+
+
+def test_hostile_file_names_and_workdir(tmp_path, board, models):
+    hostile = "a b'c\"; touch PWNED1; $(touch PWNED2) `touch PWNED3`"
+    d = tmp_path / hostile
+    d.mkdir()
+    model = d / f"{hostile}.tflite"
+    model.write_bytes(models[0].read_bytes())
+    common = setup(tmp_path, board, workdir=str(tmp_path / f"work {hostile}"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = profile(model, "--board", "pi1", "--runs", "5", "--threads", "1", "--json", *common, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["measurements"][0]["status"] == "ok"
+    assert list((tmp_path / f"work {hostile}").glob("*.tflite"))
+    home = Path.home()
+    for where in (tmp_path, cwd, home, d):
+        assert not list(where.glob("PWNED*")), where
+    from edgekit.remote.ssh import SSHConnection
+    conn = SSHConnection("pi1", "127.0.0.1", board.port, board.user, str(board.client_key),
+                         known_hosts=tmp_path / "known_hosts")
+    try:
+        res = conn.run(["printf", "%s", hostile])
+        assert res.returncode == 0 and res.stdout == hostile
+    finally:
+        conn.close()
+
+
+def _windows(rows):
+    from datetime import datetime
+    return [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"])) for r in rows]
+
+
+def test_two_boards_run_in_parallel(tmp_path, models):
+    b1 = LoopbackBoard(tmp_path / "b1").start()
+    b2 = LoopbackBoard(tmp_path / "b2", client_key=b1.client_key).start()
+    try:
+        common = setup(tmp_path, b1, b2)
+        proc = profile(models[0], "--all-boards", "--threads", "1", "--runs", "10", "--min-seconds", "1.5",
+                       "--json", *common)
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(proc.stdout)["measurements"]
+        assert sorted(r["board"] for r in rows) == ["pi1", "pi2"] and all(r["status"] == "ok" for r in rows)
+        (s1, e1), (s2, e2) = _windows(rows)
+        assert s1 < e2 and s2 < e1, "the two boards' measurements should overlap in time"
+    finally:
+        b1.kill()
+        b2.kill()
+
+
+def test_board_killed_mid_run_is_recorded_and_resumed(tmp_path, models):
+    b1 = LoopbackBoard(tmp_path / "b1").start()
+    b2 = LoopbackBoard(tmp_path / "b2", client_key=b1.client_key).start()
+    common = setup(tmp_path, b1, b2)
+    args = [*models, "--all-boards", "--threads", "1", "--runs", "5", "--min-seconds", "2", "--retries", "1",
+            *common]
+    from edgekit.store import Store
+    try:
+        env = dict(os.environ)
+        p = subprocess.Popen([sys.executable, "-m", "edgekit", "profile", *map(str, args)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until pi1 is in the middle of its second model
+            if (tmp_path / "s.db").exists() and Store(tmp_path / "s.db").rows(board="pi1"):
+                break
+            time.sleep(0.1)
+        time.sleep(0.8)
+        b1.kill()
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 2, err
+        assert "Traceback" not in err
+        store = Store(tmp_path / "s.db")
+        assert len(store.rows(board="pi2")) == 2  # the other board completed
+        ok1 = store.rows(board="pi1")
+        failed1 = store.rows(board="pi1", status="failed")
+        assert len(ok1) == 1 and len(failed1) == 1
+        assert "connection lost" in failed1[0]["error"] or "cannot connect" in failed1[0]["error"]
+        # the board comes back: a rerun measures only what is missing
+        b1 = LoopbackBoard(tmp_path / "b1", client_key=b1.client_key, port=b1.port, host_key=b1.host_key).start()
+        proc = profile(*args, "--json")
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(proc.stdout)["measurements"]
+        assert [r["board"] for r in rows] == ["pi1"] and rows[0]["status"] == "ok"
+        assert len(Store(tmp_path / "s.db").rows(board="pi1")) == 2
+    finally:
+        b1.kill()
+        b2.kill()
