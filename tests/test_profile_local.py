@@ -1,0 +1,146 @@
+"""The `local` board (the runner in a subprocess), the runner's runtime choice, the store and the table."""
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from edgekit.profiling import runner
+
+RUNNER = Path(runner.__file__)
+
+
+@pytest.fixture
+def home(tmp_path):
+    """An isolated HOME so the local board's ~/.cache/edgekit and lock files start empty."""
+    h = tmp_path / "home"
+    h.mkdir()
+    return {"HOME": str(h)}
+
+
+def test_local_board_profiles_and_table_formats(tmp_path, rpi4_manifest, home):
+    out = rpi4_manifest[1]
+    store = tmp_path / "s.db"
+    proc = run_cli("profile", out / "int8.tflite", out / "pcqat-int8.tflite", "--board", "local",
+                   "--threads", "1,2", "--runs", "30", "--store", store, env=home)
+    assert proc.returncode == 0, proc.stderr
+    assert "local t1" in proc.stdout and "local t2" in proc.stdout and "pcqat-int8" in proc.stdout
+    assert (Path(home["HOME"]) / ".cache" / "edgekit").is_dir()
+    csv = run_cli("table", "--store", store, "--format", "csv").stdout.splitlines()
+    assert csv[0] == "model,column,p50_ms,p90_ms,runs,repeats,throttled" and len(csv) == 5
+    data = json.loads(run_cli("table", "--store", store, "--format", "json").stdout)
+    assert all(c["p50_ms"] <= c["p90_ms"] for c in data)
+    md = run_cli("table", "--store", store, "--format", "md", "--board", "local").stdout
+    assert md.startswith("| model | local t1 | local t2 |")
+
+
+def test_env_store_and_repeat(tmp_path, rpi4_manifest, home):
+    store = tmp_path / "env.db"
+    proc = run_cli("profile", rpi4_manifest[1] / "int8.tflite", "--board", "local", "--threads", "1",
+                   "--runs", "10", "--repeat", "3", "--json", env={**home, "EDGEKIT_STORE": str(store)})
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["measurements"]
+    assert [r["repeat_index"] for r in rows] == [0, 1, 2] and store.exists()
+
+
+def test_bad_profile_inputs_are_one_line_errors(tmp_path, rpi4_manifest, home):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\0" * 100)
+    assert_one_line_error(run_cli("profile", bad, "--board", "local", "--store", tmp_path / "s.db", env=home),
+                          "bad.tflite")
+    good = rpi4_manifest[1] / "int8.tflite"
+    assert_one_line_error(run_cli("profile", good, "--board", "nosuch", "--store", tmp_path / "s.db", env=home),
+                          "unknown board 'nosuch'")
+    assert_one_line_error(run_cli("profile", good, "--store", tmp_path / "s.db", env=home), "--board")
+    assert_one_line_error(run_cli("profile", good, "--host", "pi@10.0.0.9", "--store", tmp_path / "s.db",
+                                  env=home), "--profile")
+    assert_one_line_error(run_cli("table", "--store", tmp_path / "none.db"), "does not exist")
+    (tmp_path / "boards.yaml").write_text("boards:\n  - {name: x, host: h, profile: rpi9}\n")
+    assert_one_line_error(run_cli("profile", good, "--all-boards", "--boards", tmp_path / "boards.yaml",
+                                  env=home), "unknown device profile 'rpi9'")
+
+
+def test_runner_reports_missing_runtime_as_json():
+    proc = subprocess.run([sys.executable, str(RUNNER), "--model", "x.tflite", "--runtime", "tflite_runtime"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout) == {"status": "error",
+                                       "error": json.loads(proc.stdout)["error"]}
+    assert "no TFLite runtime found" in json.loads(proc.stdout)["error"]
+
+
+def test_runner_input_npy_and_min_seconds(tmp_path, rpi4_manifest):
+    import numpy as np
+    npy = tmp_path / "in.npy"
+    np.save(npy, np.zeros((1, 8, 8, 1), np.float32))
+    proc = subprocess.run([sys.executable, str(RUNNER), "--model", str(rpi4_manifest[1] / "fp32.tflite"),
+                           "--input", str(npy), "--runs", "5", "--min-seconds", "0.3", "--warmup", "2"],
+                          capture_output=True, text=True)
+    d = json.loads(proc.stdout)
+    assert d["status"] == "ok" and d["stats"]["n"] > 5 and sum(d["latencies_ms"]) < 300
+    assert d["settings"]["input"] == str(npy) and d["first_ms"] > 0 and d["peak_rss_kb"] > 0
+
+
+@pytest.fixture(scope="session")
+def tflite_runtime_python(tmp_path_factory):
+    """A real venv with tflite-runtime 2.14 (needs numpy < 2): the runtime many Raspberry Pis have."""
+    root = tmp_path_factory.mktemp("tflrt")
+    venv.create(root, with_pip=True)
+    py = root / "bin" / "python"
+    proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "tflite-runtime==2.14.0", "numpy<2"],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot install tflite-runtime 2.14 here: {proc.stderr.strip().splitlines()[-1:]}")
+    return py
+
+
+def test_runner_uses_tflite_runtime_when_present(tflite_runtime_python, rpi4_manifest):
+    probe = json.loads(subprocess.run([str(tflite_runtime_python), str(RUNNER), "--probe"], capture_output=True,
+                                      text=True).stdout)
+    assert [r["name"] for r in probe["runtimes"]] == ["tflite-runtime"]
+    assert probe["runtimes"][0]["version"] == "2.14.0"
+    proc = subprocess.run([str(tflite_runtime_python), str(RUNNER), "--model", str(rpi4_manifest[1] / "int8.tflite"),
+                           "--runs", "5"], capture_output=True, text=True)
+    d = json.loads(proc.stdout)
+    assert d["status"] == "ok" and d["runtime"] == {"name": "tflite-runtime", "module": "tflite_runtime",
+                                                    "version": "2.14.0"}
+
+
+def test_profiler_refuses_op_versions_the_board_cannot_load(tflite_runtime_python, rpi4_manifest, tmp_path):
+    """A board with tflite-runtime 2.14: int8 runs, dynamic-range (FULLY_CONNECTED v12) is refused unrun."""
+    import yaml
+    pytest.importorskip("paramiko")
+    from loopback_board import SSHD, LoopbackBoard
+    if not Path(SSHD).exists():
+        pytest.skip("openssh-server is not installed")
+    b = LoopbackBoard(tmp_path / "b").start()
+    try:
+        inv = tmp_path / "boards.yaml"
+        inv.write_text(yaml.safe_dump({"boards": [b.board_entry("oldpi", "rpi4", python=str(tflite_runtime_python),
+                                                                workdir=str(tmp_path / "w"))]}))
+        (tmp_path / "kh").write_text(b.known_hosts_line)
+        out = rpi4_manifest[1]
+        proc = run_cli("profile", out / "int8.tflite", out / "dynamic.tflite", "--board", "oldpi", "--threads", "1",
+                       "--runs", "5", "--boards", inv, "--known-hosts", tmp_path / "kh", "--store", tmp_path / "s.db",
+                       "--json")
+        assert proc.returncode == 2
+        rows = {r["variant"]: r for r in json.loads(proc.stdout)["measurements"]}
+        assert rows["int8"]["status"] == "ok" and rows["int8"]["runtime_version"] == "2.14.0"
+        assert rows["dynamic"]["status"] == "failed" and rows["dynamic"].get("n_runs") is None
+        assert "not run: tflite-runtime 2.14.0 cannot load" in rows["dynamic"]["error"]
+        assert "FULLY_CONNECTED v12" in rows["dynamic"]["error"]
+        assert not list((tmp_path / "w").glob(f"{rows['dynamic']['model_sha256']}*"))
+    finally:
+        b.kill()
+
+
+def test_boards_check_reports_the_local_machine(tmp_path):
+    proc = run_cli("boards", "--check", "--json", cwd=tmp_path)  # no boards.yaml there: just `local`
+    assert proc.returncode == 0, proc.stderr
+    (local,) = json.loads(proc.stdout)
+    assert local["reachable"] and local["runtime"].startswith("ai-edge-litert")
+    assert local["python"] == ".".join(map(str, sys.version_info[:3])) and local["memory_mb"] > 0
