@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import select
 import socket
 import time
 import uuid
@@ -95,23 +96,25 @@ class SSHConnection:
         out, err = bytearray(), bytearray()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while True:
-                got = False
-                while chan.recv_ready():
+            while True:  # block in select (no busy polling: boards may share this machine's cores)
+                if chan.recv_ready():
                     out += chan.recv(65536)
-                    got = True
-                while chan.recv_stderr_ready():
+                elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                    got = True
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                elif chan.exit_status_ready() or chan.closed:
                     break
-                if chan.closed or not self.client.get_transport().is_active():
+                elif not self.client.get_transport().is_active():
                     break
-                if deadline is not None and time.monotonic() > deadline:
-                    chan.close()
-                    raise ProfileTimeout(f"board {self.name}: command timed out after {timeout:.0f} s")
-                if not got:
-                    time.sleep(0.002)
+                else:
+                    wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                    if wait <= 0:
+                        chan.close()
+                        raise ProfileTimeout(f"board {self.name}: command timed out after {timeout:.0f} s")
+                    select.select([chan], [], [], wait)
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
         except (OSError, EOFError, paramiko.SSHException) as e:
             raise RemoteError(f"board {self.name}: connection lost ({e or type(e).__name__})") from None
         status = chan.recv_exit_status() if chan.exit_status_ready() else -1
