@@ -197,6 +197,37 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_select(args) -> int:
+    from .report_text import table
+    from .select import Budget, select
+    from .store import Store
+    budget = Budget(max_latency_ms=args.max_latency_ms, min_accuracy=args.min_accuracy, max_bytes=args.max_bytes,
+                    confidence=args.confidence)
+    d = select(Store(args.store, create=False), board=args.board, device=args.device, budget=budget,
+               percentile=args.percentile, manifests=args.manifest, include_throttled=args.include_throttled)
+    if args.plot:
+        from .plot import pareto_plot
+        pareto_plot(d, args.plot)
+    if args.json:
+        _print_json(d.to_dict())
+    else:
+        rows = []
+        for c in d.candidates:
+            ci = f"{c.ci_low_ms:.3g}-{c.ci_high_ms:.3g}" if c.ci_low_ms is not None else "-"
+            mark = "*" if d.chosen is c else ("front" if c.on_front else "")
+            rows.append([mark, c.label, c.board, f"{c.accuracy:.4f}" if c.accuracy is not None else "-",
+                         f"{c.latency_ms:.3g}", ci, f"{c.bytes:,}", ",".join(c.failed) or "ok",
+                         "straddles" if c.straddles_budget else ""])
+        print(table(["", "variant", "board", "accuracy", f"{d.percentile} ms", "95% CI", "bytes", "budget", ""],
+                    rows, "lllrrrrll"))
+        for n in d.notes:
+            print(f"note: {n}")
+        print(f"\n{'chosen: ' + d.chosen.label + ' on ' + d.chosen.board if d.chosen else 'no choice'} - {d.reason}")
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0 if d.chosen else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Optimize, convert, validate, profile and select "
                                 "TFLite variants of a Keras model for edge boards.")
@@ -273,6 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--board")
     s.add_argument("--format", default="table", choices=("table", "md", "csv", "json"))
     s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("select", help="per board or device: the Pareto front and the best variant under a budget")
+    target = s.add_mutually_exclusive_group(required=True)
+    target.add_argument("--board", help="a board name in the store")
+    target.add_argument("--device", help="every board of this device profile")
+    s.add_argument("--max-latency-ms", type=float)
+    s.add_argument("--min-accuracy", type=float)
+    s.add_argument("--max-bytes", type=int)
+    s.add_argument("--percentile", default="p50", choices=("p50", "p90", "p99"))
+    s.add_argument("--confidence", type=float, help="choose only variants whose upper CI bound meets the budget")
+    s.add_argument("--manifest", action="append", help="manifest.json to draw variants from (default: all the "
+                   "store has seen)")
+    s.add_argument("--include-throttled", action="store_true")
+    s.add_argument("--store")
+    s.add_argument("--plot", help="write accuracy vs latency PNG here")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_select)
 
     s = sub.add_parser("demo", help="train a CNN on sklearn's digits and convert it for rpi4 and coral-usb")
     s.add_argument("--out", default="demo-out")

@@ -1,0 +1,272 @@
+"""Choosing the variant to ship: join manifests (accuracy, size, fit) with measured latencies, Pareto fronts,
+budgets, and bootstrap confidence intervals.  No TensorFlow."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+from .manifest import load_manifest
+
+PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
+
+
+@dataclass
+class Candidate:
+    variant: str
+    manifest: str
+    board: str
+    profile: str
+    threads: int
+    delegate: str
+    accuracy: float | None
+    bytes: int
+    gzip_bytes: int
+    latency_ms: float  # the chosen percentile, median over repeats
+    ci_low_ms: float | None = None
+    ci_high_ms: float | None = None
+    measurements: int = 0
+    runs: int = 0
+    model_sha256: str = ""
+    on_front: bool = False
+    straddles_budget: bool = False
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} t{self.threads}" + ("" if self.delegate == "xnnpack" else f" {self.delegate}")
+
+
+@dataclass
+class Budget:
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+    max_bytes: int | None = None
+    confidence: float | None = None
+
+    def describe(self, pct: str) -> str:
+        parts = []
+        if self.max_latency_ms is not None:
+            parts.append(f"under {self.max_latency_ms:g} ms {pct}")
+        if self.min_accuracy is not None:
+            parts.append(f"accuracy >= {self.min_accuracy:g}")
+        if self.max_bytes is not None:
+            parts.append(f"<= {self.max_bytes:,} bytes")
+        return ", ".join(parts) or "no budget"
+
+
+@dataclass
+class Decision:
+    target: str
+    percentile: str
+    budget: dict
+    candidates: list[Candidate]
+    front: list[str]
+    chosen: Candidate | None
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["chosen"] = asdict(self.chosen) if self.chosen else None
+        return d
+
+
+def bootstrap_ci(latencies: np.ndarray, q: float, confidence: float = 0.95, resamples: int = 400,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the q-th percentile of `latencies`."""
+    x = np.asarray(latencies, dtype=np.float64)
+    if x.size < 2:
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    n = min(x.size, 2000)  # resampling 2000 runs is plenty for a percentile's interval
+    idx = rng.integers(0, x.size, size=(resamples, n))
+    stats = np.percentile(x[idx], q, axis=1)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(stats, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def pareto_front(cands: list[Candidate]) -> list[Candidate]:
+    """Non-dominated candidates: higher accuracy, lower latency, fewer bytes."""
+    def key(c):
+        return (c.accuracy if c.accuracy is not None else -1.0, -c.latency_ms, -c.bytes)
+    front = []
+    for c in cands:
+        kc = key(c)
+        dominated = any(all(a >= b for a, b in zip(key(o), kc)) and key(o) != kc for o in cands if o is not c)
+        if not dominated:
+            front.append(c)
+    return sorted(front, key=lambda c: c.latency_ms)
+
+
+def _manifest_variants(paths: list[str]) -> dict[str, tuple[str, object, str]]:
+    """sha256 -> (manifest path, Variant, the manifest's device)."""
+    out = {}
+    for p in paths:
+        m = load_manifest(p)
+        for v in m.variants:
+            out[v.sha256] = (str(p), v, m.device)
+    return out
+
+
+def _compatible(variant, manifest_path: str, manifest_device: str, profile: str, cache: dict) -> bool:
+    """The manifest's verdict when it was made for this profile; otherwise re-check the flatbuffer."""
+    if profile == manifest_device:
+        return variant.compatible
+    key = (variant.sha256, profile)
+    if key not in cache:
+        from .compat import device_problems
+        from .flatbuffer import read_model
+        from .profiles import load_profile
+        path = Path(manifest_path).parent / variant.path
+        cache[key] = (not device_problems(read_model(path), load_profile(profile))[0]) if path.exists() \
+            else variant.compatible
+    return cache[key]
+
+
+def gather(store, board: str | None, device: str | None, manifests: list[str] | None, percentile: str,
+           include_throttled: bool, with_latencies: bool = True) -> tuple[list[Candidate], list[str]]:
+    """Candidates (one per variant x board x threads x delegate) from the store and the manifests."""
+    if percentile not in PERCENTILES:
+        raise ConfigError(f"--percentile must be one of {', '.join(PERCENTILES)}")
+    col = f"{percentile}_ms"
+    sql = "SELECT id, model_sha256, board, profile, threads, delegate, throttled, manifest_path, " \
+          f"{col} AS lat, n_runs FROM measurements WHERE status = 'ok'"
+    args: list = []
+    if board:
+        sql += " AND board = ?"
+        args.append(board)
+    if device:
+        sql += " AND profile = ?"
+        args.append(device)
+    rows = [dict(r) for r in store.db.execute(sql, args)]
+    notes = []
+    if not rows:
+        where = f"board '{board}'" if board else f"boards of profile '{device}'"
+        raise ConfigError(f"the store {store.path} has no measurements on {where}; run `edgekit profile` first")
+    manifest_paths = manifests or sorted({r["manifest_path"] for r in rows if r["manifest_path"]})
+    missing = [p for p in manifest_paths if not Path(p).exists()]
+    if missing:
+        raise ConfigError(f"manifest {missing[0]} does not exist")
+    variants = _manifest_variants(manifest_paths)
+    throttled_skipped = 0
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["throttled"] and not include_throttled:
+            throttled_skipped += 1
+            continue
+        if r["model_sha256"] not in variants:
+            continue
+        groups.setdefault((r["model_sha256"], r["board"], r["threads"], r["delegate"]), []).append(r)
+    if throttled_skipped:
+        notes.append(f"{throttled_skipped} measurements taken while throttled were left out (--include-throttled)")
+    cands, incompatible, fit_cache = [], 0, {}
+    for (sha, b, threads, delegate), rs in groups.items():
+        mpath, v, mdevice = variants[sha]
+        if not _compatible(v, mpath, mdevice, rs[0]["profile"], fit_cache):
+            incompatible += 1
+            continue
+        lat = float(np.median([r["lat"] for r in rs]))
+        cands.append(Candidate(variant=v.name, manifest=mpath, board=b, profile=rs[0]["profile"], threads=threads,
+                               delegate=delegate, accuracy=v.accuracy, bytes=v.bytes, gzip_bytes=v.gzip_bytes,
+                               latency_ms=lat, measurements=len(rs), runs=sum(r["n_runs"] or 0 for r in rs),
+                               model_sha256=sha))
+        cands[-1]._ids = [r["id"] for r in rs]  # for the bootstrap
+    if incompatible:
+        notes.append(f"{incompatible} measured configurations were left out: not compatible with their board's profile")
+    return cands, notes
+
+
+def _attach_ci(store, cands: list[Candidate], percentile: str, confidence: float) -> None:
+    q = PERCENTILES[percentile]
+    for c in cands:
+        ids = getattr(c, "_ids", [])
+        lat = []
+        for (raw,) in store.db.execute(f"SELECT latencies_ms FROM measurements WHERE id IN "
+                                       f"({','.join('?' * len(ids))})", ids):
+            lat += json.loads(raw) if raw else []
+        if lat:
+            c.ci_low_ms, c.ci_high_ms = bootstrap_ci(np.asarray(lat), q, confidence)
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x faster" if a > b else f"{b / a:.1f}x slower"
+
+
+def choose(cands: list[Candidate], budget: Budget, percentile: str) -> tuple[Candidate | None, str]:
+    for c in cands:
+        c.failed = []
+        lat = c.ci_high_ms if (budget.confidence and c.ci_high_ms is not None) else c.latency_ms
+        if budget.max_latency_ms is not None:
+            if lat > budget.max_latency_ms:
+                c.failed.append("latency")
+            if c.ci_low_ms is not None and c.ci_low_ms <= budget.max_latency_ms < c.ci_high_ms:
+                c.straddles_budget = True
+        if budget.min_accuracy is not None and (c.accuracy is None or c.accuracy < budget.min_accuracy):
+            c.failed.append("accuracy")
+        if budget.max_bytes is not None and c.bytes > budget.max_bytes:
+            c.failed.append("size")
+    ok = sorted([c for c in cands if not c.failed],
+                key=lambda c: (-(c.accuracy if c.accuracy is not None else -1), c.latency_ms, c.bytes))
+    what = budget.describe(percentile)
+    if not ok:
+        counts: dict[str, int] = {}
+        for c in cands:
+            for f in c.failed:
+                counts[f] = counts.get(f, 0) + 1
+        failing = ", ".join(f"{k} ({n} of {len(cands)})" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+        def violation(c):
+            v = 0.0
+            if budget.max_latency_ms is not None:
+                v += max(0.0, c.latency_ms / budget.max_latency_ms - 1)
+            if budget.min_accuracy is not None:
+                v += max(0.0, (budget.min_accuracy - (c.accuracy or 0)) * 10)
+            if budget.max_bytes is not None:
+                v += max(0.0, c.bytes / budget.max_bytes - 1)
+            return v
+        near = min(cands, key=violation)
+        acc = f"{near.accuracy:.4f}" if near.accuracy is not None else "unknown"
+        return None, (f"nothing meets {what}: failing {failing}; closest: {near.label} on {near.board} "
+                      f"({near.latency_ms:.3g} ms {percentile}, accuracy {acc}, {near.bytes:,} bytes)")
+    best = ok[0]
+    reason = f"most accurate {what}" if what != "no budget" else "most accurate"
+    if best.accuracy is not None:
+        reason += f" (accuracy {best.accuracy:.4f}, {best.latency_ms:.3g} ms {percentile}, {best.bytes:,} bytes)"
+    if len(ok) > 1:
+        nxt = ok[1]
+        if best.accuracy is not None and nxt.accuracy is not None:
+            reason += (f"; next best {nxt.label} {100 * (best.accuracy - nxt.accuracy):.1f} points lower, "
+                       f"{_ratio(best.latency_ms, nxt.latency_ms)}")
+    if best.straddles_budget:
+        reason += "; its confidence interval straddles the latency budget (use --confidence to be strict)"
+    return best, reason
+
+
+def select(store, *, board: str | None = None, device: str | None = None, budget: Budget | None = None,
+           percentile: str = "p50", manifests: list[str] | None = None, include_throttled: bool = False,
+           ci_level: float = 0.95) -> Decision:
+    if not board and not device:
+        raise ConfigError("say which target: --board NAME or --device PROFILE")
+    budget = budget or Budget()
+    if budget.confidence is not None and not 0.5 <= budget.confidence < 1:
+        raise ConfigError("--confidence must be between 0.5 and 1, e.g. 0.95")
+    cands, notes = gather(store, board, device, manifests, percentile, include_throttled)
+    if not cands:
+        raise ConfigError("no measured, compatible variant with a manifest for this target "
+                          "(profile the .tflite files of a convert-for-device output folder)")
+    front = pareto_front(cands)
+    for c in front:
+        c.on_front = True
+    _attach_ci(store, cands, percentile, budget.confidence or ci_level)
+    chosen, reason = choose(cands, budget, percentile)
+    target = f"board {board}" if board else f"device {device}"
+    cands.sort(key=lambda c: c.latency_ms)
+    for c in cands:
+        c.__dict__.pop("_ids", None)
+    return Decision(target=target, percentile=percentile, budget=asdict(budget), candidates=cands,
+                    front=[c.label + f" @ {c.board}" for c in front], chosen=chosen, reason=reason, notes=notes)
