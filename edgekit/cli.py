@@ -228,6 +228,17 @@ def cmd_select(args) -> int:
     return 0 if d.chosen else 1
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .store import Store
+    html_path, md_path = write_report(Store(args.store, create=False), args.out)
+    if args.json:
+        _print_json({"html": str(html_path), "markdown": str(md_path)})
+    else:
+        print(f"report: {html_path} (self-contained) and {md_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Optimize, convert, validate, profile and select "
                                 "TFLite variants of a Keras model for edge boards.")
@@ -321,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", help="write accuracy vs latency PNG here")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_select)
+
+    s = sub.add_parser("report", help="write an HTML + Markdown report of the store: tables, fronts, choices")
+    s.add_argument("--store")
+    s.add_argument("--out", default="edgekit-report")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("demo", help="train a CNN on sklearn's digits and convert it for rpi4 and coral-usb")
     s.add_argument("--out", default="demo-out")

@@ -22,8 +22,8 @@ def pareto_plot(decision, path: str | Path) -> Path:
                 ax.plot([c.ci_low_ms, c.ci_high_ms], [c.accuracy, c.accuracy], color="#cbd2d9", lw=1, zorder=1)
         front = sorted([c for c in pts if c.on_front], key=lambda c: c.latency_ms)
         if front:
-            ax.plot([c.latency_ms for c in front], [c.accuracy for c in front], "-", marker=markers[i % len(markers)],
-                    color="#1f6feb", label=f"{b}: Pareto front", zorder=3)
+            ax.scatter([c.latency_ms for c in front], [c.accuracy for c in front], marker=markers[i % len(markers)],
+                       color="#1f6feb", label=f"{b}: Pareto front (accuracy, latency, size)", zorder=3)
         for c in front:
             ax.annotate(c.label, (c.latency_ms, c.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if decision.chosen is not None:

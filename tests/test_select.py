@@ -90,3 +90,31 @@ def test_select_bad_input(profiled, tmp_path):
     assert_one_line_error(run_cli("select", "--board", "local", "--store", tmp_path / "x.db"), "does not exist")
     assert_one_line_error(run_cli("select", "--board", "local", "--store", store, "--manifest",
                                   tmp_path / "m.json"), "does not exist")
+
+
+def test_report_is_self_contained_and_renders_in_chromium(profiled, tmp_path):
+    import re
+    import shutil
+    import subprocess
+    store, _ = profiled
+    proc = run_cli("report", "--store", store, "--out", tmp_path / "rep", "--json")
+    assert proc.returncode == 0, proc.stderr
+    paths = json.loads(proc.stdout)
+    page = open(paths["html"]).read()
+    assert "data:image/png;base64," in page and "Chosen:" in page and "Fingerprint" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must not load anything from a network"
+    md = open(paths["markdown"]).read()
+    assert md.startswith("# edgekit report") and "## Board local" in md and "## Variants" in md
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (`make test` installs it when root)")
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600", f"--screenshot={shot}",
+                    f"file://{paths['html']}"], capture_output=True, timeout=120)
+    from PIL import Image
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1200, 1600)
+    colours = img.getcolors(maxcolors=1_000_000)
+    assert colours is not None and len(colours) > 50, "a rendered report has text, tables and a plot, not a blank page"
