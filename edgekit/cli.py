@@ -239,6 +239,32 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .select import Budget
+    from .sweep import sweep
+    boards = _boards_from_args(args) if (args.board or args.all_boards or args.host) else None
+    budgets = [Budget(max_latency_ms=x, min_accuracy=args.min_accuracy) for x in (args.max_latency_ms or [])] or \
+        ([Budget(min_accuracy=args.min_accuracy)] if args.min_accuracy is not None else None)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    res = sweep(args.model, devices, boards=boards, train=args.train, calibration=args.calibration, eval=args.eval,
+                grid=args.grid, out=args.out, jobs=args.jobs, threads=args.threads, runs=args.runs,
+                warmup=args.warmup, budgets=budgets, known_hosts=args.known_hosts,
+                accept_new_host=args.accept_new_host)
+    if args.json:
+        _print_json({"manifests": {d: str(Path(args.out) / d / "manifest.json") for d in res.manifests},
+                     "measurements": res.measurements, "failed": res.failed, "report": str(res.report),
+                     "decisions": [{"device": d, "board": b, "budget": bud.__dict__, "chosen":
+                                    dec.chosen.variant if dec.chosen else None, "threads":
+                                    dec.chosen.threads if dec.chosen else None, "reason": dec.reason,
+                                    "front": dec.front} for d, b, bud, dec in res.decisions]})
+    else:
+        for d, b, bud, dec in res.decisions:
+            chosen = f"{dec.chosen.label}" if dec.chosen else "nothing"
+            print(f"{d} on {b} [{bud.describe(dec.percentile)}]: {chosen} - {dec.reason}")
+        print(f"report: {res.report}")
+    return 2 if res.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Optimize, convert, validate, profile and select "
                                 "TFLite variants of a Keras model for edge boards.")
@@ -338,6 +364,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="edgekit-report")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("sweep", help="grid of variants -> convert per device -> profile -> select -> report")
+    s.add_argument("model")
+    s.add_argument("--devices", required=True, help="comma-separated device profiles, e.g. rpi4,coral-usb")
+    s.add_argument("--board", action="append", help="board to profile on (repeatable; default: local)")
+    s.add_argument("--all-boards", action="store_true")
+    s.add_argument("--boards", help="board inventory (default ./boards.yaml)")
+    s.add_argument("--host", action="append", help=argparse.SUPPRESS)
+    s.add_argument("--profile", help=argparse.SUPPRESS)
+    s.add_argument("--identity", help=argparse.SUPPRESS)
+    s.add_argument("--python", help=argparse.SUPPRESS)
+    s.add_argument("--train")
+    s.add_argument("--calibration")
+    s.add_argument("--eval")
+    s.add_argument("--grid", help="grid YAML: prune, clusters, qat, quantization lists (+ epochs)")
+    s.add_argument("--out", default="sweep-out")
+    s.add_argument("--jobs", type=int, default=1, help="convert devices in N parallel processes")
+    s.add_argument("--threads", type=_int_list)
+    s.add_argument("--runs", type=int, default=100)
+    s.add_argument("--warmup", type=int, default=10)
+    s.add_argument("--max-latency-ms", type=float, action="append", help="a budget to choose under (repeatable)")
+    s.add_argument("--min-accuracy", type=float)
+    s.add_argument("--known-hosts")
+    s.add_argument("--accept-new-host", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("demo", help="train a CNN on sklearn's digits and convert it for rpi4 and coral-usb")
     s.add_argument("--out", default="demo-out")

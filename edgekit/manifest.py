@@ -35,6 +35,7 @@ class Variant:
     survival: dict = field(default_factory=dict)
     edgetpu: dict | None = None
     steps: list[dict] = field(default_factory=list)
+    recipe_config: dict = field(default_factory=dict)  # what made it: reuse needs the same config and source
 
 
 @dataclass

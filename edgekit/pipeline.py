@@ -30,7 +30,7 @@ def _load_inputs(model, train, calibration, eval_data):
     from .modelio import check_is_tf_keras, load_keras_model
     source = {"path": None}
     if isinstance(model, (str, Path)):
-        source = {"path": str(model)}
+        source = {"path": str(model), "sha256": _source_sha(Path(model))}
         model = load_keras_model(model)
     check_is_tf_keras(model)
     shape = tuple(model.inputs[0].shape)
@@ -196,18 +196,21 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         warnings=warnings, quantization={"mode": recipe.mode, "io": recipe.io},
         optimizations={s: getattr(recipe, s) for s in recipe.steps} | (
             {"qat_scheme": recipe.qat_scheme} if recipe.qat else {}),
-        survival=survival, edgetpu=tpu, steps=records)
+        survival=survival, edgetpu=tpu, steps=records, recipe_config=recipe.config())
 
 
 def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | None = None, *, train=None,
-                       calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr) -> Manifest:
+                       calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr,
+                       reuse: bool = False) -> Manifest:
     """Build, validate and describe every variant of `model` for `device`; returns the manifest.
 
     `model` is a path (.keras / .h5 / SavedModel folder) or a tf_keras model (never modified).
     `train` / `calibration` / `eval` are paths (.npz with `x`, `y`; image folders) or `Dataset`s.
+    `recipes` are names, .yaml paths or `Recipe` objects.  With `reuse`, variants already in `out` from the same
+    source model file and recipe settings are kept instead of being built again.
     """
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
-    chosen = [load_recipe(r) for r in (recipes or profile.default_recipes)]
+    chosen = [r if isinstance(r, Recipe) else load_recipe(r) for r in (recipes or profile.default_recipes)]
     for r in chosen:
         check_recipe_fits(r, profile)
     if len({r.name for r in chosen}) != len(chosen):
@@ -226,8 +229,17 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
             log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
         optimizer = _Optimizer(model, train, log) if train is not None else None
         variants = []
+        previous = _reusable(out, source) if reuse else {}
         for recipe in chosen:
             label = f"[{profile.name}] {recipe.name}"
+            hit = previous.get(json.dumps(recipe.config(), sort_keys=True))
+            if hit is not None and hit[0].name == recipe.name:
+                old, f = hit
+                for extra in [f, *out.glob(f"{f.stem}_edgetpu*")]:  # the model and any compiler output
+                    shutil.copy2(extra, work / extra.name)
+                variants.append(old)
+                log(f"{label}: reused  {old.bytes:,} bytes from the previous run (same source model and recipe)")
+                continue
             converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
             keras_acc = ref_acc if converted is model else _keras_accuracy(converted, eval_data)
             from .convert.tflite import convert
@@ -256,5 +268,30 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
         raise
 
 
-def model_fingerprint(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _source_sha(path: Path) -> str:
+    """sha256 of a model file, or of every file of a SavedModel folder (names and contents)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _reusable(out: Path, source: dict) -> dict:
+    """Variants of a previous run into `out` from the same source model: recipe config -> (Variant, file)."""
+    from .manifest import load_manifest
+    if not source.get("sha256") or not (out / "manifest.json").exists():
+        return {}
+    try:
+        old = load_manifest(out / "manifest.json")
+    except ConfigError:
+        return {}
+    if old.source_model.get("sha256") != source["sha256"]:
+        return {}
+    found = {}
+    for v in old.variants:
+        f = out / v.path
+        if v.recipe_config and f.exists() and hashlib.sha256(f.read_bytes()).hexdigest() == v.sha256:
+            found[json.dumps(v.recipe_config, sort_keys=True)] = (v, f)
+    return found

@@ -140,6 +140,11 @@ class Recipe:
         return {(True, True): "PCQAT", (False, True): "CQAT", (True, False): "PQAT"}.get(
             (bool(self.prune), bool(self.cluster)), "QAT")
 
+    def config(self) -> dict:
+        """Everything that changes the produced model (not the name or description)."""
+        return {"optimize": {k: getattr(self, k) for k in self.steps}, "mode": self.mode, "io": self.io,
+                "post": list(self.post)}
+
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description,
                 "optimize": {k: getattr(self, k) for k in self.steps},

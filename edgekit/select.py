@@ -255,8 +255,9 @@ def choose(cands: list[Candidate], budget: Budget, percentile: str) -> tuple[Can
     if len(ok) > 1:
         nxt = ok[1]
         if best.accuracy is not None and nxt.accuracy is not None:
-            reason += (f"; next best {nxt.label} {100 * (best.accuracy - nxt.accuracy):.1f} points lower, "
-                       f"{_ratio(best.latency_ms, nxt.latency_ms)}")
+            gap = 100 * (best.accuracy - nxt.accuracy)
+            acc_text = f"{gap:.1f} points lower" if gap >= 0.05 else "same accuracy"
+            reason += f"; next best {nxt.label}: {acc_text}, {_ratio(best.latency_ms, nxt.latency_ms)}"
     if best.straddles_budget:
         reason += "; its confidence interval straddles the latency budget (use --confidence to be strict)"
     return best, reason

@@ -22,7 +22,7 @@ def test_choice_under_budget_explains_itself():
     cs = [cand("fp32", 0.981, 9.0, 400), cand("int8", 0.979, 3.0, 100), cand("pcqat", 0.975, 2.9, 40)]
     best, reason = choose(cs, Budget(max_latency_ms=5), "p90")
     assert best.variant == "int8"
-    assert reason.startswith("most accurate under 5 ms p90") and "next best pcqat t1 0.4 points lower" in reason
+    assert reason.startswith("most accurate under 5 ms p90") and "next best pcqat t1: 0.4 points lower" in reason
     best, _ = choose(cs, Budget(max_latency_ms=5, max_bytes=50), "p90")
     assert best.variant == "pcqat"
 
