@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from statistics import median
 
 from .report_text import table
@@ -13,7 +14,8 @@ def build(rows: list[dict]) -> tuple[list[str], list[str], dict]:
     """(model labels, column labels, {(model, column): cell dict}) from ok store rows."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        model = f"{r['model_name']} ({r['model_sha256'][:8]})"
+        where = Path(r["manifest_path"]).parent.name if r.get("manifest_path") else r["model_sha256"][:8]
+        model = f"{r['model_name']} ({where})"
         col = f"{r['board']} t{r['threads']}" + ("" if r["delegate"] == "xnnpack" else f" {r['delegate']}")
         groups.setdefault((model, col), []).append(r)
     cells = {}

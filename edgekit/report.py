@@ -43,21 +43,25 @@ def _board_section(store, board: str, rows: list[dict], out: Path):
     lat_rows = [[html.escape(m)] + [_cell(cells.get((m, c))) for c in cols] for m in models]
     h = [f"<h2>Board {html.escape(board)}</h2>", _table_html(["model", *cols], lat_rows)]
     md = [f"## Board {board}", "", render(rows, "md"), ""]
-    try:
-        decision = select(store, board=board)
-    except ConfigError as e:
-        decision = None
-        h.append(f'<p class="note">No selection: {html.escape(str(e))}</p>')
-        md.append(f"No selection: {e}\n")
-    if decision is not None:
-        png = out / f"pareto-{board}.png"
+    manifests = sorted({r["manifest_path"] for r in rows if r["manifest_path"]}) or [None]
+    for mpath in manifests:
+        scope = f" for {Path(mpath).parent.name}" if mpath else ""
+        try:
+            decision = select(store, board=board, manifests=[mpath] if mpath else None)
+        except ConfigError as e:
+            h.append(f'<p class="note">No selection{html.escape(scope)}: {html.escape(str(e))}</p>')
+            md.append(f"No selection{scope}: {e}\n")
+            continue
+        png = out / f"pareto-{board}{'-' + Path(mpath).parent.name if mpath else ''}.png"
         pareto_plot(decision, png)
         b64 = base64.b64encode(png.read_bytes()).decode()
         c = decision.chosen
         choice = f"{c.variant} with {c.threads} thread{'s' if c.threads > 1 else ''} ({c.delegate})" if c else "none"
-        h.append(f'<div class="choice"><b>Chosen: {html.escape(choice)}</b><br>{html.escape(decision.reason)}</div>')
+        h.append(f'<h3>Variants{html.escape(scope)}</h3><div class="choice"><b>Chosen: {html.escape(choice)}</b>'
+                 f'<br>{html.escape(decision.reason)}</div>')
         h.append(f'<img alt="accuracy vs latency on {html.escape(board)}" src="data:image/png;base64,{b64}">')
-        md += [f"**Chosen: {choice}** - {decision.reason}", "", f"![accuracy vs latency]({png.name})", ""]
+        md += [f"### Variants{scope}", "", f"**Chosen: {choice}** - {decision.reason}", "",
+               f"![accuracy vs latency]({png.name})", ""]
         for n in decision.notes:
             h.append(f'<p class="note">{html.escape(n)}</p>')
     fp = json.loads(rows[-1]["fingerprint"] or "{}") if rows else {}
