@@ -9,6 +9,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	# tflite-support pins protobuf<4, which TensorFlow 2.21 cannot use; its metadata writers (the android
+	# export) need none of its dependencies, so it is installed without them.
+	$(VENV)/bin/pip install -q --no-deps 'tflite-support==0.4.4'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -13,20 +13,24 @@ class Captured:
 
 
 @contextlib.contextmanager
-def captured_stderr():
-    """Redirect fd 2 (and warnings) into a temp file; `.text` holds what was written."""
+def captured_stderr(fds: tuple[int, ...] = (2,)):
+    """Redirect file descriptors (default: 2) and warnings into a temp file; `.text` holds what was written."""
     cap = Captured()
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in fds}
     with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
+        for fd in fds:
+            os.dup2(tmp.fileno(), fd)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 yield cap
         finally:
+            sys.stdout.flush()
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
             tmp.seek(0)
             cap.text = tmp.read().decode("utf-8", "replace")

@@ -265,6 +265,20 @@ def cmd_sweep(args) -> int:
     return 2 if res.failed else 0
 
 
+def cmd_export(args) -> int:
+    from .export.bundle import export
+    res = export(args.model, args.target, labels=args.labels, mean=args.mean, std=args.std, name=args.name,
+                 out=args.out, manifest=args.manifest, variant=args.variant, max_bytes=args.max_bytes)
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"{res['target']} bundle for {res['name']} in {res['out']}/: {', '.join(res['files'])}")
+        if "arena_bytes" in res:
+            print(f"tensor arena: {res['arena_bytes']:,} bytes ({res['arena_measured_bytes']:,} measured in TFLite "
+                  f"Micro + margin); ops: {', '.join(res['ops'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Optimize, convert, validate, profile and select "
                                 "TFLite variants of a Keras model for edge boards.")
@@ -390,6 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accept-new-host", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("export", help="bundle a model for an Android app, embedded C (TFLite Micro) or Linux")
+    s.add_argument("model", nargs="?", help=".tflite file (or use --manifest and --variant)")
+    s.add_argument("--target", required=True, choices=("android", "c-array", "linux"))
+    s.add_argument("--manifest", help="manifest.json of convert-for-device")
+    s.add_argument("--variant", help="variant name in --manifest")
+    s.add_argument("--labels", help="class names, one per line, in output order")
+    s.add_argument("--mean", type=float, help="input normalization mean (android metadata; default 0)")
+    s.add_argument("--std", type=float, help="input normalization std (android metadata; default 1)")
+    s.add_argument("--name", help="base name of the exported files (default: the model's)")
+    s.add_argument("--max-bytes", type=int, help="refuse models larger than this (e.g. an MCU's flash budget)")
+    s.add_argument("--out", help="output folder (default export-NAME-TARGET)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("demo", help="train a CNN on sklearn's digits and convert it for rpi4 and coral-usb")
     s.add_argument("--out", default="demo-out")

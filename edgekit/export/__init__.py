@@ -1,0 +1,1 @@
+"""Export bundles for the consumers of a chosen model: Android apps, embedded C (TFLite Micro), Linux apps."""

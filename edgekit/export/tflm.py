@@ -1,0 +1,76 @@
+"""The TensorFlow Lite Micro Python interpreter (`tflite-micro` package): can it run the model, and in how much
+arena?"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..errors import CompatibilityError, ConfigError
+
+
+def _runtime():
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError as e:
+        raise ConfigError("the c-array target needs the `tflite-micro` package (pip install tflite-micro)") from e
+    return runtime
+
+
+def _try(model: bytes, arena: int):
+    from .._quiet import captured_stderr
+    runtime = _runtime()
+    with captured_stderr((1, 2)) as cap:
+        try:
+            it = runtime.Interpreter.from_bytes(model, arena_size=arena)
+            d = it.get_input_details(0)
+            it.set_input(np.zeros(d["shape"], dtype=d["dtype"]), 0)
+            it.invoke()
+            return it, None
+        except (RuntimeError, ValueError) as e:
+            err = e
+    return None, f"{err} {cap.text}"
+
+
+def _unsupported(text: str) -> str | None:
+    m = re.search(r"Didn't find op for builtin opcode '(\w+)'", text)
+    if m:
+        return f"{m.group(1)} is not in TFLite Micro's op set"
+    m = re.search(r"([^\n]*not supported[^\n]*)\n?Node (\w+) \(number (\d+)\)", text)
+    if m:
+        return f"{m.group(2)} (node {m.group(3)}): {m.group(1).split(' ', 1)[-1].strip()}"
+    m = re.search(r"Node (\w+) \(number (\d+)\) failed to prepare", text)
+    if m and "allocate" not in text.split("Node")[0][-200:]:
+        return f"{m.group(1)} (node {m.group(2)}) failed to prepare"
+    return None
+
+
+def measure_arena(model: bytes, limit: int = 64 << 20) -> int:
+    """Smallest arena (bytes, 16-byte steps) in which the model allocates and runs; refuses unsupported ops."""
+    it, err = _try(model, limit)
+    if it is None:
+        reason = _unsupported(err or "")
+        raise CompatibilityError(f"TFLite Micro cannot run this model: {reason or err.strip().splitlines()[0]}")
+    lo, hi = 16, limit
+    while hi - lo > 16:
+        mid = (lo + hi) // 2 // 16 * 16
+        ok, _ = _try(model, mid)
+        if ok is not None:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def run(model: bytes, x: np.ndarray, arena: int) -> np.ndarray:
+    """Outputs of the first output tensor for each sample (inputs already in the model's input dtype)."""
+    from .._quiet import captured_stderr
+    runtime = _runtime()
+    outs = []
+    with captured_stderr((1, 2)):
+        it = runtime.Interpreter.from_bytes(model, arena_size=arena)
+        for row in x:
+            it.set_input(row[None].astype(it.get_input_details(0)["dtype"]), 0)
+            it.invoke()
+            outs.append(it.get_output(0).copy())
+    return np.concatenate(outs, axis=0)
