@@ -20,7 +20,9 @@ def build(rows: list[dict]) -> tuple[list[str], list[str], dict]:
         groups.setdefault((model, col), []).append(r)
     cells = {}
     for key, rs in groups.items():
-        cells[key] = {"p50_ms": median(r["p50_ms"] for r in rs), "p90_ms": median(r["p90_ms"] for r in rs),
+        exact = all(r["p50_ms"] is not None for r in rs)  # benchmark_model (Android) reports only a mean
+        cells[key] = {"p50_ms": median(_or_mean(r, "p50_ms") for r in rs),
+                      "p90_ms": median(_or_mean(r, "p90_ms") for r in rs), "exact": exact,
                       "runs": sum(r["n_runs"] or 0 for r in rs), "repeats": len(rs),
                       "throttled": any(r["throttled"] for r in rs)}
     models = sorted({k[0] for k in cells})
@@ -28,10 +30,16 @@ def build(rows: list[dict]) -> tuple[list[str], list[str], dict]:
     return models, cols, cells
 
 
+def _or_mean(r: dict, col: str) -> float:
+    return r[col] if r[col] is not None else r["mean_ms"]
+
+
 def _fmt(cell: dict | None) -> str:
     if cell is None:
         return "-"
     flag = " !" if cell["throttled"] else ""
+    if not cell["exact"]:
+        return f"~{cell['p50_ms']:.3g} (mean){flag}"
     return f"{cell['p50_ms']:.3g} ({cell['p90_ms']:.3g}){flag}"
 
 

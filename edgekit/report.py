@@ -89,6 +89,8 @@ def _cell(cell):
     if cell is None:
         return "-"
     flag = ' <span class="bad">!</span>' if cell["throttled"] else ""
+    if not cell["exact"]:
+        return f"~{cell['p50_ms']:.3g} (mean){flag}"
     return f"{cell['p50_ms']:.3g} ({cell['p90_ms']:.3g}){flag}"
 
 

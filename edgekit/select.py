@@ -150,7 +150,7 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
         raise ConfigError(f"--percentile must be one of {', '.join(PERCENTILES)}")
     col = f"{percentile}_ms"
     sql = "SELECT id, model_sha256, board, profile, threads, delegate, throttled, manifest_path, " \
-          f"{col} AS lat, n_runs FROM measurements WHERE status = 'ok'"
+          f"COALESCE({col}, mean_ms) AS lat, n_runs FROM measurements WHERE status = 'ok'"  # adb rows: mean only
     args: list = []
     if board:
         sql += " AND board = ?"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import EdgekitError
-from .session import BoardSession
+from .session import open_session
 
 
 def _thermal(fp: dict) -> str:
@@ -21,7 +21,7 @@ def _thermal(fp: dict) -> str:
 def check_board(board, known_hosts=None, accept_new_host=False) -> dict:
     report = {"board": board.name, "host": board.host or "localhost", "profile": board.profile, "reachable": False}
     try:
-        session = BoardSession.open(board, known_hosts=known_hosts, accept_new_host=accept_new_host)
+        session = open_session(board, known_hosts=known_hosts, accept_new_host=accept_new_host)
     except EdgekitError as e:
         report["error"] = str(e)
         return report

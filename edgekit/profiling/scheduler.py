@@ -15,7 +15,7 @@ from ..errors import ConnectError, EdgekitError, RemoteError, TrustError
 from ..profiles import Runtime, load_profile
 from ..store import Store
 from .jobs import Job
-from .session import BoardSession
+from .session import BoardSession, open_session
 
 
 @dataclass
@@ -106,7 +106,7 @@ class BoardWorker:
 
     def _connect(self) -> BoardSession:
         if self.session is None:
-            self.session = BoardSession.open(
+            self.session = open_session(
                 self.board, known_hosts=self.opts.known_hosts, accept_new_host=self.opts.accept_new_host,
                 ask_password=self.opts.ask_password, timeout=self.opts.connect_timeout)
         return self.session
@@ -127,22 +127,7 @@ class BoardWorker:
             problem = runtime_problem(job.model.info, Runtime(rt["name"], rt["version"]))
             if problem:
                 return "failed", f"not run: {problem}", None
-        profile = load_profile(self.board.profile)
-        s = job.settings
-        remote_model = session.ensure(job.model.path, job.model.info.sha256, ".tflite")
-        args = ["--model", remote_model, "--expect-sha256", job.model.info.sha256, "--threads", str(job.threads),
-                "--delegate", s.delegate, "--warmup", str(s.warmup), "--runs", str(s.runs),
-                "--min-seconds", str(s.min_seconds)]
-        if s.input_path is not None:
-            args += ["--input", session.ensure(s.input_path, s.input_sha, ".npy")]
-        if profile.thermal.get("max_temp_c") is not None:
-            args += ["--max-temp", str(profile.thermal["max_temp_c"]),
-                     "--cool-wait", str(profile.thermal.get("cool_down_s", 0))]
-        result = session.run_runner(args, timeout=self.opts.timeout)
-        if result.get("hash_mismatch"):
-            session.forget(remote_model)
-            session.ensure(job.model.path, job.model.info.sha256, ".tflite", force=True)
-            result = session.run_runner(args, timeout=self.opts.timeout)
+        result = session.measure(job, load_profile(self.board.profile), self.opts.timeout)
         if result.get("status") != "ok":
             return "failed", f"runner: {result.get('error', 'unknown error')}", result
         return "ok", None, result

@@ -85,6 +85,25 @@ class BoardSession:
             found = [r for r in found if r["module"] == self.board.runtime]
         return found[0] if found else None
 
+    def measure(self, job, profile, timeout: float) -> dict:
+        """Deploy the model (content-addressed) and run the runner once; returns its JSON result."""
+        s = job.settings
+        remote_model = self.ensure(job.model.path, job.model.info.sha256, ".tflite")
+        args = ["--model", remote_model, "--expect-sha256", job.model.info.sha256, "--threads", str(job.threads),
+                "--delegate", s.delegate, "--warmup", str(s.warmup), "--runs", str(s.runs),
+                "--min-seconds", str(s.min_seconds)]
+        if s.input_path is not None:
+            args += ["--input", self.ensure(s.input_path, s.input_sha, ".npy")]
+        if profile.thermal.get("max_temp_c") is not None:
+            args += ["--max-temp", str(profile.thermal["max_temp_c"]),
+                     "--cool-wait", str(profile.thermal.get("cool_down_s", 0))]
+        result = self.run_runner(args, timeout=timeout)
+        if result.get("hash_mismatch"):  # damaged on the board: upload again, once
+            self.forget(remote_model)
+            self.ensure(job.model.path, job.model.info.sha256, ".tflite", force=True)
+            result = self.run_runner(args, timeout=timeout)
+        return result
+
     def run_runner(self, args: list[str], timeout: float) -> dict:
         argv = [self.board.python, self.runner, "--runtime", self.board.runtime, *args]
         res = self.conn.run(argv, timeout=timeout)
@@ -93,3 +112,53 @@ class BoardSession:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class AdbSession:
+    """An Android device: the user's benchmark_model binary instead of the Python runner."""
+
+    def __init__(self, board: Board, conn):
+        self.board, self.conn = board, conn
+        self.cache = conn.home()
+        conn.makedirs(self.cache)
+        self.verified: set[str] = set()
+        if not board.benchmark_binary:
+            raise RemoteError(f"board {board.name}: Android boards need 'benchmark_binary' (a benchmark_model "
+                              f"build for the phone's ABI)")
+        local = Path(board.benchmark_binary).expanduser()
+        if not local.is_file():
+            raise RemoteError(f"board {board.name}: benchmark_binary {local} does not exist")
+        self.binary = BoardSession.ensure(self, local, sha256_file(local), "", prefix="benchmark_model-")
+        conn.run(["chmod", "755", self.binary])
+        self.probe = {"runtimes": [{"name": "benchmark_model", "module": "benchmark_model", "version": None}],
+                      "fingerprint": {}}
+
+    ensure = BoardSession.ensure
+    forget = BoardSession.forget
+
+    @property
+    def runtime(self) -> dict:
+        return self.probe["runtimes"][0]
+
+    def measure(self, job, profile, timeout: float) -> dict:
+        from ..remote.adb import benchmark_argv, parse_benchmark_output
+        s = job.settings
+        remote_model = self.ensure(job.model.path, job.model.info.sha256, ".tflite")
+        argv = benchmark_argv(self.binary, remote_model, job.threads, s.warmup, s.runs, s.min_seconds, s.delegate)
+        res = self.conn.run(argv, timeout=timeout)
+        return parse_benchmark_output(res.stdout + "\n" + res.stderr)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_session(board: Board, **connect_args):
+    if board.transport == "adb":
+        from ..remote.adb import AdbConnection
+        conn = AdbConnection(board.name, board.serial or "")
+        try:
+            return AdbSession(board, conn)
+        except BaseException:
+            conn.close()
+            raise
+    return BoardSession.open(board, **connect_args)

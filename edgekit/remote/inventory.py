@@ -14,7 +14,7 @@ from ..schema import Field, check
 
 BOARD_SCHEMA = {
     "name": Field(str, required=True),
-    "host": Field(str, required=True),
+    "host": Field(str),
     "port": Field(int, minimum=1, maximum=65535),
     "user": Field(str),
     "identity": Field(str),
@@ -22,6 +22,9 @@ BOARD_SCHEMA = {
     "python": Field(str),
     "workdir": Field(str),
     "runtime": Field(str, choices=("auto", "ai_edge_litert", "tflite_runtime", "tensorflow")),
+    "transport": Field(str, choices=("ssh", "adb")),
+    "serial": Field(str),
+    "benchmark_binary": Field(str),
 }
 FILE_SCHEMA = {"boards": Field(list, required=True, item=dict, nested=BOARD_SCHEMA)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -38,10 +41,13 @@ class Board:
     python: str = "python3"
     workdir: str | None = None
     runtime: str = "auto"
+    transport: str = "ssh"
+    serial: str | None = None
+    benchmark_binary: str | None = None
 
     @property
     def is_local(self) -> bool:
-        return self.host is None
+        return self.host is None and self.transport != "adb"
 
     def public(self) -> dict:
         """What may be shown or stored (no key paths)."""
@@ -92,9 +98,15 @@ def load_boards(path: str | Path) -> list[Board]:
             raise ConfigError(f"{path.name}: board name {b['name']!r} appears twice")
         seen.add(b["name"])
         load_profile(b["profile"])
-        boards.append(Board(name=b["name"], host=b["host"], profile=b["profile"], port=b.get("port"),
+        transport = b.get("transport", "ssh")
+        if transport == "ssh" and not b.get("host"):
+            raise ConfigError(f"{path.name}: board {b['name']!r} needs 'host' (or transport: adb with 'serial')")
+        if transport == "adb" and not (b.get("serial") and b.get("benchmark_binary")):
+            raise ConfigError(f"{path.name}: adb board {b['name']!r} needs 'serial' and 'benchmark_binary'")
+        boards.append(Board(name=b["name"], host=b.get("host"), profile=b["profile"], port=b.get("port"),
                             user=b.get("user"), identity=b.get("identity"), python=b.get("python", "python3"),
-                            workdir=b.get("workdir"), runtime=b.get("runtime", "auto")))
+                            workdir=b.get("workdir"), runtime=b.get("runtime", "auto"), transport=transport,
+                            serial=b.get("serial"), benchmark_binary=b.get("benchmark_binary")))
     return boards
 
 
