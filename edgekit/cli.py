@@ -438,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # a bug of ours: one line unless EDGEKIT_DEBUG asks for the traceback
+        if os.environ.get("EDGEKIT_DEBUG"):
+            raise
+        print(f"edgekit: internal error: {type(e).__name__}: {e} (set EDGEKIT_DEBUG=1 for the traceback; please "
+              f"report it)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

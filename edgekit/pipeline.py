@@ -30,8 +30,9 @@ def _load_inputs(model, train, calibration, eval_data):
     from .modelio import check_is_tf_keras, load_keras_model
     source = {"path": None}
     if isinstance(model, (str, Path)):
-        source = {"path": str(model), "sha256": _source_sha(Path(model))}
-        model = load_keras_model(model)
+        path = Path(model)
+        model = load_keras_model(path)
+        source = {"path": str(path), "sha256": _source_sha(path)}
     check_is_tf_keras(model)
     shape = tuple(model.inputs[0].shape)
     out_shape = tuple(model.outputs[0].shape)
