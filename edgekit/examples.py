@@ -53,3 +53,35 @@ def train_digits_model(out: Path, epochs: int = 30) -> Path:
     path = out / "digits.keras"
     model.save(path)
     return path
+
+
+def digits_arrays_upscaled(size: int = 32, seed: int = 0):
+    """Digits upscaled to size x size (nearest neighbour): a larger input for latency work."""
+    x_tr, y_tr, x_te, y_te = digits_arrays(seed)
+    f = size // 8
+    up = lambda x: np.kron(x, np.ones((1, f, f, 1), dtype=np.float32))  # noqa: E731
+    return up(x_tr), y_tr, up(x_te), y_te
+
+
+def build_residual_cnn(input_shape=(32, 32, 1), classes: int = 10, width: int = 32):
+    """A small CNN with BatchNorm, depthwise convolutions and residual connections (a MobileNet-like block)."""
+    from ._tf import keras
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(input_shape)
+    x = L.Conv2D(width, 3, padding="same", use_bias=False)(inp)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    for stage, filters in enumerate((width, 2 * width)):
+        if stage:
+            x = L.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+            x = L.ReLU()(L.BatchNormalization()(x))
+        y = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+        y = L.ReLU()(L.BatchNormalization()(y))
+        y = L.Conv2D(filters, 1, use_bias=False)(y)
+        y = L.BatchNormalization()(y)
+        x = L.ReLU()(L.Add()([x, y]))
+    x = L.Conv2D(4 * width, 3, strides=2, padding="same", use_bias=False)(x)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Dense(classes, activation="softmax")(x)
+    return keras.Model(inp, out, name="residual_cnn")

@@ -35,7 +35,9 @@ class Variant:
     survival: dict = field(default_factory=dict)
     edgetpu: dict | None = None
     steps: list[dict] = field(default_factory=list)
-    recipe_config: dict = field(default_factory=dict)  # what made it: reuse needs the same config and source
+    recipe_config: dict = field(default_factory=dict)
+    macs: int | None = None  # multiply-accumulates of one inference, from the Keras graph
+    params: int | None = None  # what made it: reuse needs the same config and source
 
 
 @dataclass

@@ -69,7 +69,7 @@ def _preflight(model, recipes: list[Recipe], train, calibration) -> None:
     for r in recipes:
         for step, cfg in (("prune", r.prune), ("cluster", r.cluster), ("qat", r.qat)):
             key = (step, json.dumps(cfg, sort_keys=True), bool(r.prune))
-            if not cfg or key in done:
+            if not cfg or key in done or r.factorize or r.filters:  # architecture changes come first
                 continue
             done.add(key)
             if step == "prune":
@@ -94,44 +94,60 @@ def _prepare_out(out: Path) -> Path:
 class _Optimizer:
     """Runs optimization chains, reusing a shared prefix (same prune settings -> one fine-tune)."""
 
-    def __init__(self, model, train: Dataset, log: Log):
-        self.model, self.train, self.log = model, train, log
-        self.cache: dict[str, object] = {}
+    def __init__(self, model, train: Dataset, eval_data: Dataset | None, log: Log):
+        self.model, self.train, self.eval, self.log = model, train, eval_data, log
+        self.cache: dict[str, tuple] = {}
+
+    def _apply(self, step: str, current, recipe: Recipe):
+        from .optimize import cluster, prune, qat, structured
+        cfg = getattr(recipe, step)
+        kw = {"teacher": self.model if recipe.distill else None, "distill": recipe.distill}
+        if step == "factorize":
+            return structured.factorize(current, cfg, self.train, self.eval, **kw)
+        if step == "filters":
+            return structured.filters(current, cfg, self.train, self.eval, **kw)
+        if step == "prune":
+            return prune.prune(current, cfg, self.train, self.eval, **kw)
+        if step == "cluster":
+            return cluster.cluster(current, cfg, self.train, preserve_sparsity=bool(recipe.prune), **kw)
+        return qat.qat(current, cfg, self.train, recipe.qat_scheme, **kw)
 
     def run(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
         """Returns (model to convert, plain Keras model before QAT, step records)."""
-        from .optimize import cluster, prune, qat
         from .optimize.train import kernel_stats
-        current, key, records = self.model, "", []
-        for step in ("prune", "cluster"):
+        current, key, records = self.model, json.dumps(recipe.distill, sort_keys=True), []
+        plain = current
+        for step in recipe.steps:
             cfg = getattr(recipe, step)
-            if not cfg:
-                continue
             key += f"|{step}:{json.dumps(cfg, sort_keys=True)}"
             t0 = time.perf_counter()
-            if key not in self.cache:
-                if step == "prune":
-                    self.cache[key] = prune.prune(current, cfg, self.train)
-                else:
-                    self.cache[key] = cluster.cluster(current, cfg, self.train, preserve_sparsity=bool(recipe.prune))
-                reused = False
+            reused = key in self.cache
+            if not reused:
+                before = _keras_accuracy(current, self.eval)
+                result, details = self._apply(step, current, recipe)
+                after = _keras_accuracy(result, self.eval)
+                self.cache[key] = (result, details, before, after)
+            current, details, before, after = self.cache[key]
+            secs = time.perf_counter() - t0
+            rec = {"step": step, "settings": cfg, "seconds": round(secs, 2), "reused": reused,
+                   "accuracy_before": before, "accuracy_after": after, **details}
+            if recipe.distill:
+                rec["distill"] = recipe.distill
+            text = f"{label}: {step:<8} {secs:6.1f} s"
+            if step != "qat":
+                plain = current
+                sp, uniq = kernel_stats(current)
+                rec.update(keras_sparsity=round(sp, 4), keras_max_unique_per_channel=uniq)
+                text += f"  sparsity {sp:.1%}  max values/channel {uniq}"
             else:
-                reused = True
-            current = self.cache[key]
-            sp, uniq = kernel_stats(current)
-            secs = time.perf_counter() - t0
-            records.append({"step": step, "settings": cfg, "seconds": round(secs, 2), "reused": reused,
-                            "keras_sparsity": round(sp, 4), "keras_max_unique_per_channel": uniq})
-            self.log(f"{label}: {step:<8} {secs:6.1f} s  sparsity {sp:.1%}  max values/channel {uniq}"
-                     + ("  (reused)" if reused else ""))
-        plain = current
-        if recipe.qat:
-            t0 = time.perf_counter()
-            current = qat.qat(current, recipe.qat, self.train, recipe.qat_scheme)
-            secs = time.perf_counter() - t0
-            records.append({"step": "qat", "scheme": recipe.qat_scheme, "settings": recipe.qat,
-                            "seconds": round(secs, 2)})
-            self.log(f"{label}: qat      {secs:6.1f} s  scheme {recipe.qat_scheme}")
+                rec["scheme"] = recipe.qat_scheme
+                text += f"  scheme {recipe.qat_scheme}"
+            if "macs_after" in details:
+                text += f"  MACs {details['macs_before']:,} -> {details['macs_after']:,}"
+            if after is not None:
+                text += f"  accuracy {after:.4f}"
+            records.append(rec)
+            self.log(text + ("  (reused)" if reused else ""))
         return current, plain, records
 
 
@@ -160,7 +176,7 @@ def _survival(recipe: Recipe, records: list[dict], info) -> dict:
 
 
 def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, work: Path, keras_acc,
-                   eval_data, records, log: Log, label: str) -> Variant:
+                   eval_data, records, log: Log, label: str, counts: dict) -> Variant:
     from .convert import edgetpu
     from .validate import accuracy
     path = work / f"{recipe.name}.tflite"
@@ -197,7 +213,8 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         warnings=warnings, quantization={"mode": recipe.mode, "io": recipe.io},
         optimizations={s: getattr(recipe, s) for s in recipe.steps} | (
             {"qat_scheme": recipe.qat_scheme} if recipe.qat else {}),
-        survival=survival, edgetpu=tpu, steps=records, recipe_config=recipe.config())
+        survival=survival, edgetpu=tpu, steps=records, recipe_config=recipe.config(), macs=counts.get("macs"),
+        params=counts.get("params"))
 
 
 def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | None = None, *, train=None,
@@ -228,7 +245,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
         ref_acc = _keras_accuracy(model, eval_data)
         if ref_acc is not None:
             log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
-        optimizer = _Optimizer(model, train, log) if train is not None else None
+        optimizer = _Optimizer(model, train, eval_data, log) if train is not None else None
         variants = []
         previous = _reusable(out, source) if reuse else {}
         for recipe in chosen:
@@ -250,8 +267,9 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
             records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2),
                             "bytes": len(model_bytes)})
             log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})")
+            from .compress.flops import count
             variants.append(_build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data,
-                                           records, log, label))
+                                           records, log, label, count(plain)))
         manifest = Manifest(
             device=profile.name, device_profile=profile.to_dict(), source_model=source,
             reference_keras_accuracy=ref_acc,

@@ -43,11 +43,16 @@ PROFILE_SCHEMA = {
 }
 
 _PRUNE = {
-    "target": Field(float, required=True, minimum=0.0, maximum=0.99),
+    "target": Field(float, minimum=0.0, maximum=0.99),
     "schedule": Field(str, choices=("constant", "polynomial")),
-    "structure": Field(str, choices=("2:4",), nullable=True),
+    "structure": Field(str, choices=("2:4", "filters"), nullable=True),
+    "allocation": Field(str, choices=("uniform", "sensitivity")),
+    "target_flops": Field(float, minimum=0.05, maximum=0.99),
     "epochs": Field(int, minimum=1),
 }
+_FACTORIZE = {"energy": Field(float, minimum=0.1, maximum=0.9999), "rank": Field(int, minimum=1),
+              "epochs": Field(int, minimum=1)}
+_DISTILL = {"temperature": Field(float, minimum=0.5, maximum=50), "alpha": Field(float, minimum=0.0, maximum=1.0)}
 _CLUSTER = {
     "clusters": Field(int, required=True, minimum=2, maximum=256),
     "init": Field(str, choices=("kmeans++", "linear", "density", "random")),
@@ -58,6 +63,8 @@ RECIPE_SCHEMA = {
     "name": Field(str, required=True),
     "description": Field(str, required=True),
     "optimize": Field(dict, nested={
+        "factorize": Field(dict, nested=_FACTORIZE),
+        "distill": Field(dict, nested=_DISTILL),
         "prune": Field(dict, nested=_PRUNE),
         "cluster": Field(dict, nested=_CLUSTER),
         "qat": Field(dict, nested=_QAT),
@@ -127,10 +134,13 @@ class Recipe:
     qat: dict | None = None
     post: tuple[str, ...] = ()
     source: str = ""
+    factorize: dict | None = None
+    filters: dict | None = None  # structured filter pruning (prune: {structure: filters, target_flops: ...})
+    distill: dict | None = None  # knowledge distillation in every fine-tune of this recipe
 
     @property
     def steps(self) -> tuple[str, ...]:
-        return tuple(s for s in ("prune", "cluster", "qat") if getattr(self, s))
+        return tuple(s for s in ("factorize", "filters", "prune", "cluster", "qat") if getattr(self, s))
 
     @property
     def qat_scheme(self) -> str | None:
@@ -142,8 +152,8 @@ class Recipe:
 
     def config(self) -> dict:
         """Everything that changes the produced model (not the name or description)."""
-        return {"optimize": {k: getattr(self, k) for k in self.steps}, "mode": self.mode, "io": self.io,
-                "post": list(self.post)}
+        return {"optimize": {k: getattr(self, k) for k in self.steps}, "distill": self.distill, "mode": self.mode,
+                "io": self.io, "post": list(self.post)}
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description,
@@ -233,9 +243,15 @@ def load_recipe(name: str) -> Recipe:
     post = tuple(data.get("post") or ())
     if "edgetpu_compile" in post and (q["mode"] != "int8"):
         raise ConfigError(f"{source}: 'post: edgetpu_compile' needs full-integer int8 quantization")
+    prune, filters = opt.get("prune"), None
+    if prune and prune.get("structure") == "filters":
+        prune, filters = None, dict(opt["prune"])
+        filters.setdefault("target_flops", 0.5)
+    elif prune and "target" not in prune and prune.get("structure") != "2:4":
+        raise ConfigError(f"{source}: 'optimize.prune' needs 'target' (a sparsity such as 0.8)")
     return Recipe(name=data["name"], description=data["description"], mode=q["mode"], io=io,
-                  prune=opt.get("prune"), cluster=opt.get("cluster"), qat=opt.get("qat"),
-                  post=post, source=source)
+                  prune=prune, cluster=opt.get("cluster"), qat=opt.get("qat"), post=post, source=source,
+                  factorize=opt.get("factorize"), filters=filters, distill=opt.get("distill"))
 
 
 def check_recipe_fits(recipe: Recipe, profile: DeviceProfile) -> None:

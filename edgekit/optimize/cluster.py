@@ -27,11 +27,11 @@ def preflight(model, cfg: dict, preserve_sparsity: bool) -> None:
     _wrap(clone(model), cfg, preserve_sparsity)
 
 
-def cluster(model, cfg: dict, data: Dataset, preserve_sparsity: bool):
-    """Return a clustered, stripped copy of `model`."""
+def cluster(model, cfg: dict, data: Dataset, preserve_sparsity: bool, teacher=None, distill=None):
+    """Return (a clustered, stripped copy of `model`, details)."""
     from .._tf import tfmot
     from ..modelio import clone
     wrapped = _wrap(clone(model), cfg, preserve_sparsity)
-    fine_tune(wrapped, data, epochs=int(cfg.get("epochs", 3)), lr=1e-4,
-              probabilities=outputs_probabilities(model))
-    return tfmot.clustering.keras.strip_clustering(wrapped)
+    fit = fine_tune(wrapped, data, epochs=int(cfg.get("epochs", 3)), lr=1e-4,
+                    probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
+    return tfmot.clustering.keras.strip_clustering(wrapped), {"fit": fit}

@@ -1,4 +1,4 @@
-"""Magnitude pruning (incl. 2:4 structured) with TF-MOT: apply -> fine-tune -> strip."""
+"""Magnitude pruning with TF-MOT (uniform, sensitivity-allocated per layer, or 2:4): apply -> fine-tune -> strip."""
 from __future__ import annotations
 
 from ..data import Dataset
@@ -6,23 +6,32 @@ from ..errors import OptimizationError
 from .train import fine_tune, outputs_probabilities, steps_per_epoch
 
 
-def _wrap(model, cfg: dict, steps: int):
+def _schedule(cfg: dict, target: float, steps: int):
     from .._tf import tfmot
     sparsity = tfmot.sparsity.keras
     epochs = int(cfg.get("epochs", 4))
-    end = max(1, int(steps * epochs * 0.75))
     freq = max(1, steps // 4)
-    kwargs = {}
-    if cfg.get("structure") == "2:4":
-        kwargs["sparsity_m_by_n"] = (2, 4)
-        schedule = sparsity.ConstantSparsity(0.5, begin_step=0, frequency=freq)
-    elif cfg.get("schedule", "polynomial") == "constant":
-        schedule = sparsity.ConstantSparsity(float(cfg["target"]), begin_step=0, frequency=freq)
-    else:
-        schedule = sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(cfg["target"]),
-                                            begin_step=0, end_step=end, frequency=freq)
+    if cfg.get("schedule", "polynomial") == "constant":
+        return sparsity.ConstantSparsity(target, begin_step=0, frequency=freq)
+    return sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target, begin_step=0,
+                                    end_step=max(1, int(steps * epochs * 0.75)), frequency=freq)
+
+
+def _wrap(model, cfg: dict, steps: int, allocation: dict | None = None):
+    from .._tf import keras, tfmot
+    sparsity = tfmot.sparsity.keras
     try:
-        return sparsity.prune_low_magnitude(model, pruning_schedule=schedule, **kwargs)
+        if cfg.get("structure") == "2:4":
+            return sparsity.prune_low_magnitude(
+                model, pruning_schedule=sparsity.ConstantSparsity(0.5, begin_step=0, frequency=max(1, steps // 4)),
+                sparsity_m_by_n=(2, 4))
+        if allocation is None:
+            return sparsity.prune_low_magnitude(model, pruning_schedule=_schedule(cfg, float(cfg["target"]), steps))
+
+        def per_layer(layer):  # each layer its own final sparsity; untouched layers stay as they are
+            s = allocation.get(layer.name, 0.0)
+            return sparsity.prune_low_magnitude(layer, pruning_schedule=_schedule(cfg, s, steps)) if s > 0 else layer
+        return keras.models.clone_model(model, clone_function=per_layer)
     except (ValueError, RuntimeError) as e:
         raise OptimizationError(f"pruning cannot wrap this model: {str(e).splitlines()[0]}") from e
 
@@ -33,12 +42,27 @@ def preflight(model, cfg: dict) -> None:
     _wrap(clone(model), cfg, steps=10)
 
 
-def prune(model, cfg: dict, data: Dataset):
-    """Return a pruned, stripped copy of `model` (the argument is left untouched)."""
+def allocate(model, cfg: dict, data: Dataset) -> tuple[dict | None, dict]:
+    """Per-layer sparsities when the recipe asks for `allocation: sensitivity`."""
+    if cfg.get("allocation", "uniform") != "sensitivity" or cfg.get("structure") == "2:4":
+        return None, {}
+    from ..compress import allocate as alloc
+    from ..compress.sensitivity import analyse
+    sens = analyse(model, data, method="magnitude")
+    per_layer = alloc.by_sensitivity(sens, float(cfg["target"]))
+    return per_layer, {"allocation": {k: round(v, 3) for k, v in per_layer.items()},
+                       "allocated_sparsity": round(alloc.achieved(sens, per_layer), 4),
+                       "sensitivity_cached": sens.get("cached", False)}
+
+
+def prune(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+    """Return (a pruned, stripped copy of `model`, details).  The argument is left untouched."""
     from .._tf import tfmot
     from ..modelio import clone
+    allocation, details = allocate(model, cfg, eval_data or data.sample(max(100, len(data) // 5), seed=1))
     steps = steps_per_epoch(data)
-    wrapped = _wrap(clone(model), cfg, steps)
-    fine_tune(wrapped, data, epochs=int(cfg.get("epochs", 4)), lr=1e-3,
-              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], probabilities=outputs_probabilities(model))
-    return tfmot.sparsity.keras.strip_pruning(wrapped)
+    wrapped = _wrap(clone(model), cfg, steps, allocation)
+    details["fit"] = fine_tune(wrapped, data, epochs=int(cfg.get("epochs", 4)), lr=1e-3,
+                               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+                               probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
+    return tfmot.sparsity.keras.strip_pruning(wrapped), details

@@ -42,10 +42,10 @@ def preflight(model) -> None:
     _apply(clone(model), "QAT")
 
 
-def qat(model, cfg: dict, data: Dataset, scheme_name: str):
-    """Return a quantization-aware-trained copy of `model` (still wrapped; the converter reads it)."""
+def qat(model, cfg: dict, data: Dataset, scheme_name: str, teacher=None, distill=None):
+    """Return (a quantization-aware-trained copy of `model` (still wrapped; the converter reads it), details)."""
     from ..modelio import clone
     qmodel = _apply(clone(model), scheme_name)
-    fine_tune(qmodel, data, epochs=int(cfg.get("epochs", 3)), lr=1e-4,
-              probabilities=outputs_probabilities(model))
-    return qmodel
+    fit = fine_tune(qmodel, data, epochs=int(cfg.get("epochs", 3)), lr=1e-4,
+                    probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
+    return qmodel, {"fit": fit}

@@ -1,0 +1,54 @@
+"""Per-layer sparsities for a global target, from sensitivity curves: sensitive layers less, robust layers more."""
+from __future__ import annotations
+
+import numpy as np
+
+MAX_SPARSITY = 0.95
+TINY_FRACTION = 0.02  # layers under 2% of the prunable weights are left dense
+TINY_WEIGHTS = 500
+
+
+def _max_sparsity_within(xs, drops, tolerance) -> float:
+    """Largest sparsity whose (linearly interpolated) accuracy drop stays within `tolerance`."""
+    grid = np.linspace(0, MAX_SPARSITY, 96)
+    interp = np.interp(grid, xs, drops, right=drops[-1] + (drops[-1] - drops[-2]) / max(xs[-1] - xs[-2], 1e-9)
+                       * (MAX_SPARSITY - xs[-1]))
+    ok = grid[interp <= tolerance + 1e-12]
+    return float(ok.max()) if ok.size else 0.0
+
+
+def uniform(sensitivity: dict, target: float) -> dict:
+    return {name: target for name in sensitivity["layers"]}
+
+
+def by_sensitivity(sensitivity: dict, target: float) -> dict:
+    """{layer: sparsity} reaching `target` of all prunable weights with the smallest worst per-layer drop."""
+    layers = sensitivity["layers"]
+    total = sum(d["params"] for d in layers.values())
+    xs = [0.0, *sensitivity["sparsities"]]
+    base = sensitivity["baseline"]
+    drops = {n: np.maximum.accumulate([0.0, *[base - a for a in d["accuracy"]]]) for n, d in layers.items()}
+    tiny = {n for n, d in layers.items() if d["params"] < max(TINY_WEIGHTS, TINY_FRACTION * total)}
+
+    def alloc(tol):
+        return {n: (0.0 if n in tiny else _max_sparsity_within(xs, drops[n], tol)) for n in layers}
+
+    def reached(a):
+        return sum(layers[n]["params"] * s for n, s in a.items()) / total
+
+    lo, hi = 0.0, 1.0
+    if reached(alloc(hi)) < target:
+        return alloc(hi)  # the target is out of reach even at the cap: prune as far as allowed
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if reached(alloc(mid)) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return alloc(hi)
+
+
+def achieved(sensitivity: dict, allocation: dict) -> float:
+    layers = sensitivity["layers"]
+    total = sum(d["params"] for d in layers.values())
+    return sum(layers[n]["params"] * allocation.get(n, 0.0) for n in layers) / total

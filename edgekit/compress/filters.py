@@ -1,0 +1,196 @@
+"""Structured filter pruning: remove whole output channels (ranked by L1 norm) and rebuild a genuinely smaller dense
+model.  Channels joined by a residual Add are pruned together; BatchNormalization, DepthwiseConv2D, pooling,
+Flatten and Concatenate follow their inputs; model outputs and anything we cannot follow (Reshape, ...) are kept."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import OptimizationError
+from .flops import count
+from .graph import copy_layer, functional_layers, inbound, rebuild
+
+SOURCES = ("Conv2D", "Dense")
+FOLLOW = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "Dropout", "MaxPooling2D",
+          "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "DepthwiseConv2D",
+          "SpatialDropout2D")
+MERGE = ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average")
+MIN_CHANNELS = 2
+
+
+class _Groups:
+    def __init__(self):
+        self.parent, self.size, self.frozen, self.members = {}, {}, set(), {}
+
+    def new(self, gid, size, frozen=False):
+        self.parent[gid], self.size[gid], self.members[gid] = gid, size, []
+        if frozen:
+            self.frozen.add(gid)
+        return gid
+
+    def find(self, g):
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            self.members[ra] += self.members.pop(rb, [])
+            if rb in self.frozen:
+                self.frozen.add(ra)
+
+    def freeze(self, spec):
+        for g in _spec_groups(spec):
+            self.frozen.add(self.find(g))
+
+
+def _spec_groups(spec):
+    if spec[0] == "flat":
+        return _spec_groups(spec[2])
+    return [g for g, _ in spec[1]]
+
+
+def analyse(model):
+    """Channel specs of every layer output and the channel groups."""
+    layers = functional_layers(model)
+    groups, spec_of, input_spec = _Groups(), {}, {}
+    out_names = {t._keras_history.layer.name for t in model.outputs}
+    for layer in layers:
+        kind = type(layer).__name__
+        parents = inbound(layer)
+        specs = [spec_of[p.name] for p in parents]
+        input_spec[layer.name] = specs
+        if not parents:  # InputLayer
+            c = int(layer.get_config()["batch_input_shape"][-1])
+            spec_of[layer.name] = ("seg", [(groups.new(layer.name, c, frozen=True), c)])
+        elif kind in SOURCES:
+            n = layer.filters if kind == "Conv2D" else layer.units
+            groups.new(layer.name, n, frozen=layer.name in out_names)
+            groups.members[layer.name].append(layer.name)
+            if kind == "Conv2D" and getattr(layer, "groups", 1) != 1:
+                groups.freeze(specs[0])
+                groups.frozen.add(layer.name)
+            spec_of[layer.name] = ("seg", [(layer.name, n)])
+        elif kind in FOLLOW:
+            if kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
+                groups.freeze(specs[0])
+                n = int(layer.output_shape[-1])
+                spec_of[layer.name] = ("seg", [(groups.new(layer.name, n, frozen=True), n)])
+            else:
+                spec_of[layer.name] = specs[0]
+        elif kind in MERGE:
+            if all(s[0] == "seg" and len(s[1]) == 1 for s in specs):
+                for s in specs[1:]:
+                    groups.union(specs[0][1][0][0], s[1][0][0])
+                spec_of[layer.name] = specs[0]
+            else:
+                for s in specs:
+                    groups.freeze(s)
+                n = int(layer.output_shape[-1])
+                spec_of[layer.name] = ("seg", [(groups.new(layer.name, n, frozen=True), n)])
+        elif kind == "Concatenate" and layer.axis in (-1, len(layer.output_shape) - 1) and \
+                all(s[0] == "seg" for s in specs):
+            spec_of[layer.name] = ("seg", [seg for s in specs for seg in s[1]])
+        elif kind == "Flatten" and specs[0][0] == "seg":
+            spatial = int(np.prod(layer.input_shape[1:-1]))
+            spec_of[layer.name] = ("flat", spatial, specs[0])
+        else:
+            for s in specs:
+                groups.freeze(s)
+            shape = layer.output_shape
+            n = int(shape[-1]) if not isinstance(shape, list) else 0
+            spec_of[layer.name] = ("seg", [(groups.new(layer.name, n, frozen=True), n)])
+        if layer.name in out_names:
+            groups.freeze(spec_of[layer.name])
+    return layers, groups, spec_of, input_spec
+
+
+def _importance(model, groups) -> dict:
+    """Per group root: each channel's summed, per-layer-normalised L1 filter norm."""
+    imp = {}
+    for layer_name in [m for ms in groups.members.values() for m in ms]:
+        k = model.get_layer(layer_name).get_weights()[0]
+        norms = np.abs(k).reshape(-1, k.shape[-1]).sum(axis=0)
+        norms = norms / (norms.max() or 1.0)
+        root = groups.find(layer_name)
+        imp[root] = imp.get(root, 0) + norms
+    return imp
+
+
+def _kept(spec, keep: dict, groups) -> np.ndarray:
+    """Original channel indices that survive, for a tensor with this spec."""
+    if spec[0] == "flat":
+        _, spatial, inner = spec
+        c = sum(n for _, n in inner[1])
+        k = _kept(inner, keep, groups)
+        return (np.arange(spatial)[:, None] * c + k[None, :]).reshape(-1)
+    out, offset = [], 0
+    for g, n in spec[1]:
+        root = groups.find(g)
+        out.append(offset + (keep[root] if root in keep else np.arange(n)))
+        offset += n
+    return np.concatenate(out) if out else np.arange(0)
+
+
+def prune_filters(model, fractions: dict | float, layer_weights: dict | None = None):
+    """A smaller copy of `model`: each prunable channel group loses `fraction` of its channels (lowest L1 first).
+    `fractions` is one number or {group root: fraction}; `layer_weights` scales a layer's group fraction."""
+    layers, groups, spec_of, input_spec = analyse(model)
+    imp = _importance(model, groups)
+    keep = {}
+    for root, scores in imp.items():
+        if root in groups.frozen:
+            continue
+        f = fractions if isinstance(fractions, (int, float)) else fractions.get(root, 0.0)
+        if layer_weights:
+            f *= min(layer_weights.get(m, 1.0) for m in groups.members[root])
+        n = len(scores)
+        k = max(MIN_CHANNELS, int(round(n * (1 - min(max(f, 0.0), 0.95)))))
+        keep[root] = np.sort(np.argsort(-scores, kind="stable")[:min(k, n)])
+
+    def replace(layer, ins):
+        kind = type(layer).__name__
+        if kind not in SOURCES + ("BatchNormalization", "DepthwiseConv2D"):
+            return None
+        w = layer.get_weights()
+        k_in = _kept(input_spec[layer.name][0], keep, groups)
+        if kind in SOURCES:
+            root = groups.find(layer.name)
+            k_out = keep.get(root, np.arange(w[0].shape[-1]))
+            w = [w[0][..., k_in, :][..., k_out]] + [b[k_out] for b in w[1:]]
+            change = {"filters": len(k_out)} if kind == "Conv2D" else {"units": len(k_out)}
+            new, out = copy_layer(layer, ins, **change)
+        elif kind == "DepthwiseConv2D":
+            w = [w[0][:, :, k_in, :]] + [b[k_in] for b in w[1:]]
+            new, out = copy_layer(layer, ins)
+        else:
+            w = [v[k_in] for v in w]
+            new, out = copy_layer(layer, ins)
+        new.set_weights(w)
+        return out
+    return rebuild(model, replace, name=f"{model.name}_filters")
+
+
+def prune_to_flops(model, target_flops: float, layer_weights: dict | None = None, tol: float = 0.02):
+    """Search the uniform prune fraction (scaled per layer by `layer_weights`) that leaves about `target_flops`
+    (a fraction, e.g. 0.5) of the MACs."""
+    base = count(model)["macs"]
+    if not 0.05 <= target_flops < 1:
+        raise OptimizationError(f"target_flops must be in [0.05, 1), got {target_flops}")
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        cand = prune_filters(model, mid, layer_weights)
+        frac = count(cand)["macs"] / base
+        if frac > target_flops:
+            lo = mid
+        else:
+            hi, best = mid, (cand, frac, mid)
+        if best and abs(best[1] - target_flops) <= tol:
+            break
+    if best is None:
+        raise OptimizationError(f"cannot reach {target_flops:.0%} of the MACs: every prunable channel group is "
+                                f"at its minimum (outputs, Reshape and similar layers are kept whole)")
+    return best

@@ -1,0 +1,41 @@
+"""Steps that change the architecture: structured filter pruning and low-rank factorization, then fine-tuning."""
+from __future__ import annotations
+
+from ..data import Dataset
+from .train import fine_tune, outputs_probabilities
+
+
+def filters(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+    """Remove whole filters to about `target_flops` of the MACs, ratios scaled per layer by filter sensitivity."""
+    from ..compress.filters import prune_to_flops
+    from ..compress.flops import count
+    from ..compress.sensitivity import analyse
+    weights = None
+    if cfg.get("allocation", "sensitivity") == "sensitivity":
+        sens = analyse(model, eval_data or data.sample(max(100, len(data) // 5), seed=1), method="filter")
+        # robust layers (small drop at 50% filters removed) take more of the cut, sensitive ones less
+        mid = sens["sparsities"].index(0.5) if 0.5 in sens["sparsities"] else len(sens["sparsities"]) // 2
+        drops = {n: max(0.0, sens["baseline"] - d["accuracy"][mid]) for n, d in sens["layers"].items()}
+        worst = max(drops.values(), default=0.0) or 1.0
+        weights = {n: 1.5 - d / worst for n, d in drops.items()}
+    before = count(model)
+    smaller, frac, fraction = prune_to_flops(model, float(cfg.get("target_flops", 0.5)), weights)
+    after = count(smaller)
+    fit = fine_tune(smaller, data, epochs=int(cfg.get("epochs", 6)), lr=1e-3,
+                    probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
+    return smaller, {"macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
+                     "params_after": after["params"], "flops_fraction": round(frac, 4),
+                     "prune_fraction": round(fraction, 4), "fit": fit}
+
+
+def factorize(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+    from ..compress.factorize import factorize as svd
+    from ..compress.flops import count
+    before = count(model)
+    smaller, report = svd(model, energy=cfg.get("energy", 0.9) if not cfg.get("rank") else None,
+                          rank=cfg.get("rank"))
+    after = count(smaller)
+    fit = fine_tune(smaller, data, epochs=int(cfg.get("epochs", 3)), lr=5e-4,
+                    probabilities=outputs_probabilities(model), teacher=teacher, distill=distill) if report else None
+    return smaller, {"layers": report, "macs_before": before["macs"], "macs_after": after["macs"],
+                     "params_before": before["params"], "params_after": after["params"], "fit": fit}
