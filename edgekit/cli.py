@@ -279,6 +279,42 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_sensitivity(args) -> int:
+    from .compress.sensitivity import analyse, plot
+    from .data import check_fits, check_labels, load_data
+    from .modelio import load_keras_model
+    from .report_text import table
+    if args.method not in ("magnitude", "filter"):
+        raise EdgekitError("--method must be magnitude or filter")
+    model = load_keras_model(args.model)
+    data = load_data(args.eval, tuple(model.inputs[0].shape))
+    check_fits(data, tuple(model.inputs[0].shape), "eval")
+    check_labels(data, tuple(model.outputs[0].shape), "eval")
+    res = analyse(model, data, args.sparsities, args.method, use_cache=not args.no_cache)
+    if args.plot:
+        plot(res, args.plot)
+    if args.json:
+        _print_json(res)
+        return 0
+    rows = [[name, d["type"], f"{d['params']:,}"] + [f"{res['baseline'] - a:+.4f}" for a in d["accuracy"]]
+            for name, d in res["layers"].items()]
+    print(table(["layer", "type", "weights", *[f"drop @{s:g}" for s in res["sparsities"]]], rows,
+                "llr" + "r" * len(res["sparsities"])))
+    print(f"\nbaseline accuracy {res['baseline']:.4f} ({res['method']}, one-shot, no fine-tuning)"
+          + (" - cached" if res.get("cached") else "") + (f"; plot: {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"sparsities must be between 0 and 1, got {text!r}")
+    return sorted(values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Optimize, convert, validate, profile and select "
                                 "TFLite variants of a Keras model for edge boards.")
@@ -418,6 +454,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output folder (default export-NAME-TARGET)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("sensitivity", help="per-layer accuracy drop when that layer alone is pruned (one shot)")
+    s.add_argument("model")
+    s.add_argument("--train", help="accepted for symmetry with the recipes; the analysis itself needs --eval")
+    s.add_argument("--eval", required=True, help="DATA to measure the accuracy on")
+    s.add_argument("--sparsities", type=_float_list, default=[0.3, 0.5, 0.7, 0.9])
+    s.add_argument("--method", default="magnitude", choices=("magnitude", "filter"))
+    s.add_argument("--plot", help="write the curves (layers as lines) to this PNG")
+    s.add_argument("--no-cache", action="store_true", help="measure again even if cached for this model")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sensitivity)
 
     s = sub.add_parser("demo", help="train a CNN on sklearn's digits and convert it for rpi4 and coral-usb")
     s.add_argument("--out", default="demo-out")

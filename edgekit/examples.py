@@ -32,12 +32,12 @@ def build_digits_cnn():
     keras.utils.set_random_seed(0)
     return keras.Sequential([
         keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(128, activation="relu", name="fc1"),
+        keras.layers.Dense(10, activation="softmax", name="fc2"),
     ], name="digits_cnn")
 
 

@@ -1,0 +1,114 @@
+"""Compression building blocks: filter pruning, factorization, allocation, sensitivity, distilled fine-tunes."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def tfk():
+    from edgekit._tf import keras
+    return keras
+
+
+def test_removing_dead_filters_keeps_outputs_identical(tfk):
+    from edgekit.compress.filters import prune_filters
+    from edgekit.compress.flops import count
+    from edgekit.examples import build_digits_cnn
+    m = build_digits_cnn()
+    k, b = m.get_layer("conv1").get_weights()
+    k[..., 8:] = 0
+    b[8:] = 0
+    m.get_layer("conv1").set_weights([k, b])  # channels 8..15 are dead (relu(0) = 0)
+    small = prune_filters(m, {"conv1": 0.5})
+    assert small.get_layer("conv1").filters == 8 and small.get_layer("conv2").get_weights()[0].shape[2] == 8
+    x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(m.predict(x, verbose=0), small.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert count(small)["macs"] < count(m)["macs"]
+
+
+def test_residual_depthwise_bn_model_shrinks_consistently(tfk):
+    from edgekit.compress.filters import prune_filters, prune_to_flops
+    from edgekit.compress.flops import count
+    from edgekit.examples import build_residual_cnn
+    m = build_residual_cnn()
+    x = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
+    same = prune_filters(m, 0.0)
+    np.testing.assert_allclose(m.predict(x, verbose=0), same.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    small, frac, _ = prune_to_flops(m, 0.5)
+    assert 0.4 <= frac <= 0.5
+    adds = [layer for layer in small.layers if type(layer).__name__ == "Add"]
+    assert adds and all(len({tuple(t.shape) for t in layer.input}) == 1 for layer in adds)
+    assert small.output_shape == m.output_shape and count(small)["params"] < count(m)["params"]
+    assert small.predict(x, verbose=0).shape == (4, 10)
+
+
+def test_low_rank_factorization_is_exact_for_a_low_rank_kernel(tfk):
+    from edgekit.compress.factorize import factorize
+    inp = tfk.Input((64,))
+    h = tfk.layers.Dense(128, activation="relu", name="big")(inp)
+    m = tfk.Model(inp, tfk.layers.Dense(10, name="out")(h))
+    rng = np.random.default_rng(0)
+    k = (rng.normal(size=(64, 5)) @ rng.normal(size=(5, 128))).astype(np.float32)
+    m.get_layer("big").set_weights([k, np.zeros(128, np.float32)])
+    f, report = factorize(m, energy=0.9999)
+    assert report["big"]["rank"] == 5 and report["big"]["params_after"] < report["big"]["params_before"]
+    x = rng.random((8, 64)).astype(np.float32)
+    np.testing.assert_allclose(m.predict(x, verbose=0), f.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+
+
+def test_sensitivity_allocation_spares_sensitive_and_tiny_layers():
+    from edgekit.compress.allocate import achieved, by_sensitivity
+    sens = {"baseline": 0.98, "sparsities": [0.3, 0.5, 0.7, 0.9], "layers": {
+        "first": {"params": 300, "accuracy": [0.97, 0.9, 0.8, 0.5]},
+        "sensitive": {"params": 20000, "accuracy": [0.975, 0.96, 0.9, 0.7]},
+        "robust": {"params": 80000, "accuracy": [0.98, 0.98, 0.979, 0.97]}}}
+    a = by_sensitivity(sens, 0.8)
+    assert a["first"] == 0.0 and a["robust"] > a["sensitive"]
+    assert achieved(sens, a) >= 0.8
+
+
+def test_sensitivity_is_cached_by_model_hash(tfk, tmp_path, monkeypatch):
+    from edgekit.compress.sensitivity import analyse
+    from edgekit.data import Dataset
+    from edgekit.examples import build_digits_cnn, digits_arrays
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    _, _, x, y = digits_arrays()
+    data = Dataset(x[:100], y[:100], "t")
+    m = build_digits_cnn()
+    first = analyse(m, data, (0.5, 0.9))
+    again = analyse(m, data, (0.5, 0.9))
+    assert not first["cached"] and again["cached"] and again["layers"] == first["layers"]
+    assert set(first["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
+
+
+def test_filter_pruning_recipe_with_distillation_end_to_end(digits_model, digits_data, tmp_path):
+    from edgekit import convert_for_device
+    recipe = tmp_path / "filters-int8.yaml"
+    recipe.write_text("name: filters-int8\ndescription: half the MACs\noptimize:\n"
+                      "  distill: {temperature: 4, alpha: 0.3}\n"
+                      "  prune: {structure: filters, target_flops: 0.5, epochs: 6}\n"
+                      "quantization: {mode: int8, io: int8}\n")
+    train, test = digits_data
+    m = convert_for_device(digits_model, "local", [str(recipe), "int8"], train=train, eval=test,
+                           out=tmp_path / "o", log=lambda s: None)
+    small, full = m.variant("filters-int8"), m.variant("int8")
+    assert small.macs <= 0.52 * full.macs and small.params < full.params
+    assert small.bytes < full.bytes
+    step = small.steps[0]
+    assert step["step"] == "filters" and step["distill"] == {"temperature": 4, "alpha": 0.3}
+    assert step["accuracy_before"] == pytest.approx(m.reference_keras_accuracy)
+    assert m.reference_keras_accuracy - small.accuracy <= 0.03
+
+
+def test_sensitivity_cli(digits_model, digits_data, tmp_path):
+    proc = run_cli("sensitivity", digits_model, "--eval", digits_data[1], "--sparsities", "0.5,0.9", "--json",
+                   "--plot", tmp_path / "s.png", env={"EDGEKIT_CACHE": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["sparsities"] == [0.5, 0.9] and (tmp_path / "s.png").exists()
+    drops = [res["baseline"] - a for a in res["layers"]["fc1"]["accuracy"]]
+    assert drops[1] >= drops[0]  # pruning more hurts at least as much
+    assert_one_line_error(run_cli("sensitivity", digits_model, "--eval", tmp_path / "none.npz"), "no such file")
