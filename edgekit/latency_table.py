@@ -34,10 +34,11 @@ def _or_mean(r: dict, col: str) -> float:
     return r[col] if r[col] is not None else r["mean_ms"]
 
 
-def _fmt(cell: dict | None) -> str:
+def format_cell(cell: dict | None, flag: str = " !") -> str:
+    """p50 (p90), `~mean` where only a mean exists, with `flag` appended when measured throttled."""
     if cell is None:
         return "-"
-    flag = " !" if cell["throttled"] else ""
+    flag = flag if cell["throttled"] else ""
     if not cell["exact"]:
         return f"~{cell['p50_ms']:.3g} (mean){flag}"
     return f"{cell['p50_ms']:.3g} ({cell['p90_ms']:.3g}){flag}"
@@ -59,7 +60,7 @@ def render(rows: list[dict], fmt: str = "table") -> str:
                     w.writerow([m, c, f"{x['p50_ms']:.6f}", f"{x['p90_ms']:.6f}", x["runs"], x["repeats"],
                                 int(x["throttled"])])
         return buf.getvalue().rstrip("\n")
-    body = [[m] + [_fmt(cells.get((m, c))) for c in cols] for m in models]
+    body = [[m] + [format_cell(cells.get((m, c))) for c in cols] for m in models]
     if fmt == "md":
         lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]

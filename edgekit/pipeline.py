@@ -14,7 +14,7 @@ from typing import Callable
 from . import __version__
 from .compat import device_problems, edgetpu_preflight
 from .data import Dataset, check_calibration, check_fits, check_labels, load_data
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, OptimizationError
 from .flatbuffer import parse_model
 from .manifest import Manifest, Variant
 from .profiles import DeviceProfile, Recipe, check_recipe_fits, load_profile, load_recipe
@@ -112,6 +112,15 @@ class _Optimizer:
             return cluster.cluster(current, cfg, self.train, preserve_sparsity=bool(recipe.prune), **kw)
         return qat.qat(current, cfg, self.train, recipe.qat_scheme, **kw)
 
+    def _guarded(self, step: str, current, recipe: Recipe):
+        """TensorFlow's own failures inside a step become one clear line naming the recipe and step."""
+        from ._tf import tf
+        try:
+            return self._apply(step, current, recipe)
+        except (tf.errors.OpError, ValueError, RuntimeError, TypeError) as e:
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise OptimizationError(f"recipe '{recipe.name}', step {step}: {text[:300]}") from e
+
     def run(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
         """Returns (model to convert, plain Keras model before QAT, step records)."""
         from .optimize.train import kernel_stats
@@ -124,7 +133,7 @@ class _Optimizer:
             reused = key in self.cache
             if not reused:
                 before = _keras_accuracy(current, self.eval)
-                result, details = self._apply(step, current, recipe)
+                result, details = self._guarded(step, current, recipe)
                 after = _keras_accuracy(result, self.eval)
                 self.cache[key] = (result, details, before, after)
             current, details, before, after = self.cache[key]

@@ -6,10 +6,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from .errors import ConfigError
-from .schema import Field, check
+from .schema import Field, check, read_yaml
 
 RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow.lite")
 DELEGATES = ("xnnpack", "edgetpu", "gpu", "none")
@@ -166,14 +164,14 @@ def _data_dir(package: str) -> Path:
     return Path(str(resources.files(f"edgekit.{package}")))
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    return data
+def _load_validated(package: str, name: str, what: str, schema: dict) -> tuple[dict, str]:
+    """Find, parse and validate a data file; its `name` must match the file name."""
+    path = _find(package, name, what)
+    data = read_yaml(path)
+    check(data, schema, path.name)
+    if data["name"] != path.stem:
+        raise ConfigError(f"{path.name}: 'name' is {data['name']!r} but the file is {path.stem}.yaml")
+    return data, path.name
 
 
 def _names(package: str) -> list[str]:
@@ -205,12 +203,7 @@ def recipe_names() -> list[str]:
 
 def load_profile(name: str) -> DeviceProfile:
     """Load a device profile by name (or from a .yaml path), validated."""
-    path = _find("device_profiles", name, "device profile")
-    data = _read_yaml(path)
-    source = path.name
-    check(data, PROFILE_SCHEMA, source)
-    if data["name"] != path.stem:
-        raise ConfigError(f"{source}: 'name' is {data['name']!r} but the file is {path.stem}.yaml")
+    data, source = _load_validated("device_profiles", name, "device profile", PROFILE_SCHEMA)
     if not data["threads"] or any(t < 1 for t in data["threads"]):
         raise ConfigError(f"{source}: 'threads' must list positive thread counts")
     q = data["quantization"]
@@ -227,12 +220,7 @@ def load_profile(name: str) -> DeviceProfile:
 
 def load_recipe(name: str) -> Recipe:
     """Load a conversion recipe by name (or from a .yaml path), validated."""
-    path = _find("converters", name, "recipe")
-    data = _read_yaml(path)
-    source = path.name
-    check(data, RECIPE_SCHEMA, source)
-    if data["name"] != path.stem:
-        raise ConfigError(f"{source}: 'name' is {data['name']!r} but the file is {path.stem}.yaml")
+    data, source = _load_validated("converters", name, "recipe", RECIPE_SCHEMA)
     opt = data.get("optimize") or {}
     q = data["quantization"]
     io = q.get("io", "int8" if q["mode"] == "int8" else "float32")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError
-from .latency_table import build, render
+from .latency_table import build, format_cell, render
 from .manifest import load_manifest
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1f2328;padding:0 1em}
@@ -40,7 +40,8 @@ def _board_section(store, board: str, rows: list[dict], out: Path):
     from .plot import pareto_plot
     from .select import select
     models, cols, cells = build(rows)
-    lat_rows = [[html.escape(m)] + [_cell(cells.get((m, c))) for c in cols] for m in models]
+    flag = ' <span class="bad">!</span>'
+    lat_rows = [[html.escape(m)] + [format_cell(cells.get((m, c)), flag) for c in cols] for m in models]
     h = [f"<h2>Board {html.escape(board)}</h2>", _table_html(["model", *cols], lat_rows)]
     md = [f"## Board {board}", "", render(rows, "md"), ""]
     manifests = sorted({r["manifest_path"] for r in rows if r["manifest_path"]}) or [None]
@@ -83,15 +84,6 @@ def _board_section(store, board: str, rows: list[dict], out: Path):
           f'<p class="note">{html.escape(note)}</p>']
     md += ["### Fingerprint", "", _md_table(["", ""], facts), "", note, ""]
     return "\n".join(h), "\n".join(md)
-
-
-def _cell(cell):
-    if cell is None:
-        return "-"
-    flag = ' <span class="bad">!</span>' if cell["throttled"] else ""
-    if not cell["exact"]:
-        return f"~{cell['p50_ms']:.3g} (mean){flag}"
-    return f"{cell['p50_ms']:.3g} ({cell['p90_ms']:.3g}){flag}"
 
 
 def _variants_section(manifest_paths: list[str]):

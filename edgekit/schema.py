@@ -79,6 +79,22 @@ def validate(data: Any, schema: dict[str, Field], source: str, prefix: str = "")
     return problems
 
 
+def read_yaml(path, missing: str | None = None) -> Any:
+    """Parse a YAML file; every failure is a one-line ConfigError naming the file."""
+    from pathlib import Path
+
+    import yaml
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(missing or f"{path} does not exist") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+
+
 def check(data: Any, schema: dict[str, Field], source: str) -> None:
     """Raise one ConfigError listing every problem."""
     problems = validate(data, schema, source)

@@ -9,11 +9,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .errors import ConfigError
 from .profiles import DeviceProfile, Recipe, load_profile
-from .schema import Field, check
+from .schema import Field, check, read_yaml
 
 GRID_SCHEMA = {
     "prune": Field(list, required=True), "clusters": Field(list, required=True),
@@ -33,12 +31,7 @@ FULL_GRID_EXAMPLE = {"prune": [0, 0.5, 0.75, 0.9, "2:4"], "clusters": ["none", 1
 def load_grid(path: str | Path | None) -> dict:
     if path is None:
         return dict(DEFAULT_GRID)
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"grid file {path} does not exist") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    data = read_yaml(path, f"grid file {path} does not exist")
     check(data, GRID_SCHEMA, Path(path).name)
     for p in data["prune"]:
         if not (p == "2:4" or (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1)):

@@ -144,3 +144,29 @@ def test_boards_check_reports_the_local_machine(tmp_path):
     (local,) = json.loads(proc.stdout)
     assert local["reachable"] and local["runtime"].startswith("ai-edge-litert")
     assert local["python"] == ".".join(map(str, sys.version_info[:3])) and local["memory_mb"] > 0
+
+
+def test_board_lock_serialises_two_processes_worth_of_jobs(tmp_path):
+    import threading
+    import time
+    from edgekit.errors import RemoteError
+    from edgekit.profiling.scheduler import BoardLock
+    stop, events = threading.Event(), []
+    first = BoardLock("pi", str(tmp_path), 5, stop, events.append).__enter__()
+    with pytest.raises(RemoteError, match="still locked by another edgekit"):
+        with BoardLock("pi", str(tmp_path), 0.5, stop, events.append):
+            pass
+    assert events and events[0]["event"] == "waiting"
+    threading.Timer(0.5, lambda: first.__exit__(None, None, None)).start()
+    t0 = time.monotonic()
+    with BoardLock("pi", str(tmp_path), 5, stop, events.append):
+        assert time.monotonic() - t0 >= 0.4  # it waited for the holder to let go
+
+
+def test_per_job_timeout_is_recorded_as_failed(tmp_path, rpi4_manifest, home):
+    proc = run_cli("profile", rpi4_manifest[1] / "int8.tflite", "--board", "local", "--threads", "1",
+                   "--min-seconds", "30", "--timeout", "2", "--retries", "0", "--store", tmp_path / "s.db",
+                   "--json", env=home)
+    assert proc.returncode == 2
+    (row,) = json.loads(proc.stdout)["measurements"]
+    assert row["status"] == "failed" and "timed out after 2 s" in row["error"]

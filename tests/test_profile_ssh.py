@@ -214,3 +214,13 @@ def test_board_killed_mid_run_is_recorded_and_resumed(tmp_path, models):
     finally:
         b1.kill()
         b2.kill()
+
+
+def test_boards_check_over_ssh(tmp_path, board):
+    common = setup(tmp_path, board)
+    proc = run_cli("boards", "--check", "--json", "--boards", common[1], "--known-hosts", common[3])
+    assert proc.returncode == 0, proc.stderr
+    reports = {r["board"]: r for r in json.loads(proc.stdout)}
+    pi = reports["pi1"]
+    assert pi["reachable"] and pi["runtime"].startswith("ai-edge-litert") and pi["cores"] >= 1
+    assert pi["delegates"] == [] and pi["python"]

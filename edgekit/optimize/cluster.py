@@ -1,6 +1,8 @@
 """Weight clustering (sparsity-preserving after pruning) with TF-MOT: apply -> fine-tune -> strip."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..data import Dataset
 from ..errors import OptimizationError
 from .train import fine_tune, outputs_probabilities
@@ -8,13 +10,32 @@ from .train import fine_tune, outputs_probabilities
 _INIT = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
 
 
+CLUSTERABLE = ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose")
+
+
+def _eligible(layer, clusters: int) -> bool:
+    """Layers with more non-zero weights than clusters (k-means++ needs that many points; a layer pruned to a
+    handful of weights is left as it is)."""
+    if type(layer).__name__ not in CLUSTERABLE or not layer.get_weights():
+        return False
+    return int(np.count_nonzero(layer.get_weights()[0])) > 2 * clusters
+
+
 def _wrap(model, cfg: dict, preserve_sparsity: bool):
-    from .._tf import tfmot
+    from .._tf import keras, tfmot
     cl = tfmot.clustering.keras
     init = getattr(cl.CentroidInitialization, _INIT[cfg.get("init", "kmeans++")])
+    n = int(cfg["clusters"])
+    if not any(_eligible(layer, n) for layer in model.layers):
+        raise OptimizationError(f"clustering to {n} centroids: no layer has enough non-zero weights")
+
+    def per_layer(layer):
+        if not _eligible(layer, n):
+            return layer
+        return cl.cluster_weights(layer, number_of_clusters=n, cluster_centroids_init=init,
+                                  preserve_sparsity=preserve_sparsity)
     try:
-        wrapped = cl.cluster_weights(model, number_of_clusters=int(cfg["clusters"]),
-                                     cluster_centroids_init=init, preserve_sparsity=preserve_sparsity)
+        wrapped = keras.models.clone_model(model, clone_function=per_layer)
     except (ValueError, RuntimeError) as e:
         raise OptimizationError(f"clustering cannot wrap this model: {str(e).splitlines()[0]}") from e
     if wrapped is None:  # TF-MOT returns None for objects it does not recognise (Keras 3 models)

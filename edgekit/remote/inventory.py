@@ -6,11 +6,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from ..errors import ConfigError
 from ..profiles import load_profile
-from ..schema import Field, check
+from ..schema import Field, check, read_yaml
 
 BOARD_SCHEMA = {
     "name": Field(str, required=True),
@@ -82,12 +80,7 @@ def resolve_ssh(board: Board) -> Board:
 
 def load_boards(path: str | Path) -> list[Board]:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"boards file {path} does not exist (write one, or use --host / --board local)") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    data = read_yaml(path, f"boards file {path} does not exist (write one, or use --host / --board local)")
     check(data, FILE_SCHEMA, path.name)
     boards, seen = [], set()
     for i, b in enumerate(data["boards"]):

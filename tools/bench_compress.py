@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Compression that keeps accuracy and pays on the board, for the digits CNN and a residual/depthwise/BN CNN.
+
+    python tools/bench_compress.py [--only digits|residual] [--runs 300]
+
+Per model: uniform vs sensitivity allocation vs sensitivity + distillation at 80% and 90% sparsity (+16 clusters +
+PCQAT, int8): accuracy drop and gzip ratio against the float32 .tflite; and structured filter pruning to 50% of
+the MACs (int8): accuracy drop, MACs, and latency against the unpruned int8 model measured on the `local` board.
+Goals: >= 8x gzip at <= 1.0 point drop; filter-pruned int8 >= 1.5x faster at <= 1.5 points drop.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def recipes():
+    from edgekit.profiles import Recipe
+    out = [Recipe("fp32", "reference", "float32", "float32"), Recipe("int8", "reference", "int8", "int8")]
+    distill = {"temperature": 4.0, "alpha": 0.3}
+    for target in (0.8, 0.9):
+        for label, alloc, dist in (("uniform", "uniform", None), ("sensitivity", "sensitivity", None),
+                                   ("sens+distill", "sensitivity", distill)):
+            out.append(Recipe(f"{label}-{int(target * 100)}", label, "int8", "int8",
+                              prune={"target": target, "allocation": alloc, "schedule": "polynomial", "epochs": 4},
+                              cluster={"clusters": 16, "init": "kmeans++", "epochs": 3}, qat={"epochs": 3},
+                              distill=dist))
+    out.append(Recipe("filters-50", "filters", "int8", "int8",
+                      filters={"structure": "filters", "target_flops": 0.5, "epochs": 8}, distill=distill))
+    return out
+
+
+def train(model, x, y, epochs):
+    from edgekit._tf import keras
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+def run_model(name, model, arrays, epochs, work: Path, runs: int):
+    from edgekit.data import Dataset
+    from edgekit.pipeline import convert_for_device
+    from edgekit.profiling.jobs import Settings, build_jobs, model_ref
+    from edgekit.profiling.scheduler import Options, run_profile
+    from edgekit.remote.inventory import local_board
+    x_tr, y_tr, x_te, y_te = arrays
+    t0 = time.perf_counter()
+    train(model, x_tr, y_tr, epochs)
+    path = work / f"{name}.keras"
+    model.save(path)
+    print(f"[{name}] trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    m = convert_for_device(path, "local", recipes(), train=Dataset(x_tr, y_tr, "train"),
+                           eval=Dataset(x_te, y_te, "test"), out=work / name,
+                           log=lambda s: print(s, file=sys.stderr, flush=True))
+    ref = m.reference_keras_accuracy
+    fp32 = m.variant("fp32")
+    refs = [model_ref(work / name / m.variant(v).path) for v in ("int8", "filters-50")]
+    lat = {}
+    for delegate in ("xnnpack", "none"):  # XNNPACK (the default) and the built-in kernels
+        rows = run_profile(build_jobs(refs, [local_board()], [1], 1, Settings(warmup=50, runs=runs,
+                                                                             delegate=delegate)),
+                           Options(store=str(work / "bench.db"), force=True))
+        for r in rows:
+            lat[(r["variant"], delegate)] = r["p50_ms"]
+    table = []
+    for v in m.variants:
+        if v.name == "fp32":
+            continue
+        drop = 100 * (ref - v.accuracy)
+        ratio = fp32.gzip_bytes / v.gzip_bytes
+        row = [name, v.name, f"{v.accuracy:.4f}", f"{drop:+.2f}", f"{ratio:.1f}x", f"{v.sparsity:.0%}",
+               f"{v.macs:,}", "", "", ""]
+        if (v.name, "xnnpack") in lat:
+            row[7] = f"{lat[(v.name, 'xnnpack')]:.4f} / {lat[(v.name, 'none')]:.4f}"
+        if v.name == "filters-50":
+            fast = {d: lat[("int8", d)] / lat[("filters-50", d)] for d in ("xnnpack", "none")}
+            row[8] = f"{fast['xnnpack']:.2f}x / {fast['none']:.2f}x"
+            row[9] = "ok" if fast["xnnpack"] >= 1.5 and drop <= 1.5 else "MISS"
+        elif v.name != "int8":
+            row[9] = "ok" if ratio >= 8 and drop <= 1.0 else "MISS"
+        table.append(row)
+    return ref, table
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=("digits", "residual"))
+    ap.add_argument("--runs", type=int, default=300)
+    args = ap.parse_args()
+    from edgekit.examples import build_digits_cnn, build_residual_cnn, digits_arrays, digits_arrays_upscaled
+    from edgekit.report_text import table
+    work = Path(tempfile.mkdtemp(prefix="edgekit-bench-compress-"))
+    rows, refs = [], {}
+    if args.only in (None, "digits"):
+        refs["digits"], r = run_model("digits", build_digits_cnn(), digits_arrays(), 30, work, args.runs)
+        rows += r
+    if args.only in (None, "residual"):
+        refs["residual"], r = run_model("residual", build_residual_cnn(), digits_arrays_upscaled(32), 15, work,
+                                        args.runs)
+        rows += r
+    print(table(["model", "variant", "accuracy", "drop pts", "gzip vs fp32", "sparsity", "MACs",
+                 "p50 ms xnnpack / builtin", "speed-up", "goal"], rows, "llrrrrrrrl"))
+    print("\nKeras accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in refs.items()))
+    print("goals: pruned+clustered+PCQAT >= 8x gzip at <= 1.0 point drop; filters-50 >= 1.5x faster than int8 at "
+          "<= 1.5 points drop")
+
+
+if __name__ == "__main__":
+    main()
