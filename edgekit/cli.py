@@ -364,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "none", "edgetpu", "gpu"))
     how.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
     how.add_argument("--runs", type=int, default=100, help="counted runs, at least (default 100)")
-    how.add_argument("--min-seconds", type=float, default=0.0, help="keep running for at least this long")
+    how.add_argument("--min-seconds", type=float, default=0.0,
+                     help="keep running for at least this long (at most 100,000 counted runs)")
     how.add_argument("--repeat", type=int, default=1, help="repeat each measurement K times")
     how.add_argument("--input", help=".npy input instead of random data in the input dtype's range")
     how.add_argument("--timeout", type=float, default=600.0, help="per-job timeout in seconds (default 600)")

@@ -165,7 +165,7 @@ def test_board_lock_serialises_two_processes_worth_of_jobs(tmp_path):
 
 def test_per_job_timeout_is_recorded_as_failed(tmp_path, rpi4_manifest, home):
     proc = run_cli("profile", rpi4_manifest[1] / "int8.tflite", "--board", "local", "--threads", "1",
-                   "--min-seconds", "30", "--timeout", "2", "--retries", "0", "--store", tmp_path / "s.db",
+                   "--warmup", "20000000", "--timeout", "2", "--retries", "0", "--store", tmp_path / "s.db",
                    "--json", env=home)
     assert proc.returncode == 2
     (row,) = json.loads(proc.stdout)["measurements"]

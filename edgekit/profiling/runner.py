@@ -315,7 +315,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--min-seconds", type=float, default=0.0)
-    ap.add_argument("--max-runs", type=int, default=100000)
+    ap.add_argument("--max-runs", type=int, default=100000, help="stop after this many counted runs, whatever --min-seconds says (keeps raw results bounded)")
     ap.add_argument("--input", default="random", help="'random' or a .npy file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-temp", type=float, default=None)
