@@ -1,7 +1,7 @@
 """A tiny validator for our YAML data files: every problem names the file, the key and what is allowed."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -18,9 +18,7 @@ class Field:
     item: type | None = None  # type of list items
     minimum: float | None = None
     maximum: float | None = None
-    default: Any = None
     nullable: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _type_name(kind) -> str:

@@ -170,3 +170,14 @@ def test_per_job_timeout_is_recorded_as_failed(tmp_path, rpi4_manifest, home):
     assert proc.returncode == 2
     (row,) = json.loads(proc.stdout)["measurements"]
     assert row["status"] == "failed" and "timed out after 2 s" in row["error"]
+
+
+def test_profile_table_and_select_do_not_import_tensorflow(tmp_path, rpi4_manifest, home):
+    code = ("import sys\nfrom edgekit.cli import main\n"
+            "rc = main(['profile', sys.argv[1], '--board', 'local', '--threads', '1', '--runs', '5', '--store', "
+            "sys.argv[2]])\nmain(['table', '--store', sys.argv[2]])\nmain(['select', '--board', 'local', '--store', "
+            "sys.argv[2]])\nassert 'tensorflow' not in sys.modules, 'tensorflow was imported'\nsys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(rpi4_manifest[1] / "int8.tflite"), str(tmp_path / "s.db")],
+                          capture_output=True, text=True, env={**os.environ, **home})
+    assert proc.returncode == 0, proc.stderr
+    assert "chosen: int8 t1 on local" in proc.stdout
