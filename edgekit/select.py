@@ -272,6 +272,9 @@ def select(store, *, board: str | None = None, device: str | None = None, budget
     if budget.confidence is not None and not 0.5 <= budget.confidence < 1:
         raise ConfigError("--confidence must be between 0.5 and 1, e.g. 0.95")
     cands, notes = gather(store, board, device, manifests, percentile, include_throttled)
+    if not cands and any("throttled" in n for n in notes):
+        raise ConfigError("every measurement on this target was taken while the board was hot or throttled; "
+                          "let it cool and profile again with --force, or pass --include-throttled")
     if not cands:
         raise ConfigError("no measured, compatible variant with a manifest for this target "
                           "(profile the .tflite files of a convert-for-device output folder)")

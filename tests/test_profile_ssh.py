@@ -224,3 +224,16 @@ def test_boards_check_over_ssh(tmp_path, board):
     pi = reports["pi1"]
     assert pi["reachable"] and pi["runtime"].startswith("ai-edge-litert") and pi["cores"] >= 1
     assert pi["delegates"] == [] and pi["python"]
+
+
+def test_adhoc_host_through_an_ssh_config_alias(tmp_path, board, models):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(f"Host bench-pi\n  HostName 127.0.0.1\n  Port {board.port}\n"
+                                          f"  User {board.user}\n  IdentityFile {board.client_key}\n")
+    (home / ".ssh" / "known_hosts").write_text(board.known_hosts_line)
+    proc = profile(models[0], "--host", "bench-pi", "--profile", "local", "--python", sys.executable, "--threads",
+                   "1", "--runs", "5", "--store", tmp_path / "s.db", "--json", env={"HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)["measurements"]
+    assert row["status"] == "ok" and row["board"] == "bench-pi" and row["host"] == "bench-pi"
