@@ -15,30 +15,27 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def _show(as_json: bool, data, text: str) -> None:
+    """--json prints the data, otherwise the human text."""
+    if as_json:
+        _print_json(data)
+    else:
+        print(text)
+
+
 def cmd_devices(args) -> int:
     from .profiles import load_profiles
-    from .report_text import table
+    from .report_text import devices_table
     profiles = load_profiles()
-    if args.json:
-        _print_json([p.to_dict() for p in profiles])
-        return 0
-    rows = [[p.name, p.arch, f"{p.runtime.name} {p.runtime.version}", ",".join(p.delegates),
-             ",".join(map(str, p.threads)), ",".join(p.quant_modes), ",".join(p.default_recipes)] for p in profiles]
-    print(table(["device", "arch", "runtime", "delegates", "threads", "quantization", "default recipes"],
-                rows, "lllllll"))
+    _show(args.json, [p.to_dict() for p in profiles], devices_table(profiles))
     return 0
 
 
 def cmd_recipes(args) -> int:
     from .profiles import load_recipes
-    from .report_text import table
+    from .report_text import recipes_table
     recipes = load_recipes()
-    if args.json:
-        _print_json([r.to_dict() for r in recipes])
-        return 0
-    rows = [[r.name, r.mode, r.io, "+".join(r.steps) or "-", r.qat_scheme or "-", ",".join(r.post) or "-",
-             r.description] for r in recipes]
-    print(table(["recipe", "mode", "io", "optimize", "qat scheme", "post", "description"], rows, "lllllll"))
+    _show(args.json, [r.to_dict() for r in recipes], recipes_table(recipes))
     return 0
 
 
@@ -56,39 +53,14 @@ def cmd_convert(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .compat import device_problems, edgetpu_preflight
+    from .compat import describe
     from .flatbuffer import read_model
     from .profiles import load_profile
-    from .report_text import table
+    from .report_text import inspect_text
     profile = load_profile(args.device) if args.device else None
     info = read_model(args.model)
-    d = info.to_dict()
-    d.pop("op_sequence")
-    d.pop("op_integer_only")
-    if profile:
-        problems, warnings = device_problems(info, profile)
-        d["device"] = {"name": profile.name, "compatible": not problems, "problems": problems, "warnings": warnings}
-        if profile.edgetpu:
-            d["device"]["edgetpu_preflight"] = edgetpu_preflight(info).to_dict()
-    if args.json:
-        _print_json(d)
-        return 0
-    print(f"{info.path}: {info.bytes:,} bytes ({info.gzip_bytes:,} gzip), sha256 {info.sha256[:16]}…, "
-          f"min runtime {info.min_runtime_version or '?'}")
-    print(f"weights: {len(info.weights)} tensors, sparsity {info.sparsity:.1%}, "
-          f"max distinct values per channel {info.max_unique_per_channel}")
-    print(table(["op", "version", "count"], [[o["op"], o["version"], o["count"]] for o in info.ops]))
-    print()
-    rows = [[role, t.name, "x".join(map(str, t.shape)), t.dtype, t.scale, t.zero_point]
-            for role, ts in (("input", info.inputs), ("output", info.outputs)) for t in ts]
-    print(table(["io", "name", "shape", "dtype", "scale", "zero point"], rows, "llllrr"))
-    if profile:
-        dev = d["device"]
-        print(f"\n{profile.name}: {'compatible' if dev['compatible'] else 'NOT compatible'}")
-        for p in dev["problems"]:
-            print(f"  problem: {p}")
-        for w in dev["warnings"]:
-            print(f"  warning: {w}")
+    report = describe(info, profile)
+    _show(args.json, report, inspect_text(info, report))
     return 0
 
 
@@ -164,28 +136,15 @@ def cmd_profile(args) -> int:
 
 def cmd_boards(args) -> int:
     from .remote.inventory import load_boards, local_board
-    from .report_text import table
+    from .report_text import boards_check_table, boards_table
     path = Path(args.boards or "boards.yaml")
     boards = [local_board()] + (load_boards(path) if (args.boards or path.exists()) else [])
     if not args.check:
-        if args.json:
-            _print_json([b.public() for b in boards])
-        else:
-            print(table(["board", "host", "port", "user", "profile", "python"],
-                        [[b.name, b.host or "(this machine)", b.port or "", b.user or "", b.profile, b.python]
-                         for b in boards], "llrlll"))
+        _show(args.json, [b.public() for b in boards], boards_table(boards))
         return 0
     from .profiling.check import check_boards
     reports = check_boards(boards, known_hosts=args.known_hosts, accept_new_host=args.accept_new_host)
-    if args.json:
-        _print_json(reports)
-    else:
-        rows = [[r["board"], "yes" if r["reachable"] else "NO", r.get("python") or "-",
-                 r.get("runtime") or "-", ",".join(r.get("delegates") or []) or "-", (r.get("cpu") or "-")[:30],
-                 r.get("memory_mb") or "-", r.get("throttling") or "-", (r.get("error") or "")[:80]]
-                for r in reports]
-        print(table(["board", "reachable", "python", "runtime", "delegates", "cpu", "mem MB", "thermal", "error"],
-                    rows, "lllllllll"))
+    _show(args.json, reports, boards_check_table(reports))
     return 0 if all(r["reachable"] for r in reports) else 1
 
 
@@ -198,7 +157,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from .report_text import table
+    from .report_text import decision_text
     from .select import Budget, select
     from .store import Store
     budget = Budget(max_latency_ms=args.max_latency_ms, min_accuracy=args.min_accuracy, max_bytes=args.max_bytes,
@@ -208,23 +167,7 @@ def cmd_select(args) -> int:
     if args.plot:
         from .plot import pareto_plot
         pareto_plot(d, args.plot)
-    if args.json:
-        _print_json(d.to_dict())
-    else:
-        rows = []
-        for c in d.candidates:
-            ci = f"{c.ci_low_ms:.3g}-{c.ci_high_ms:.3g}" if c.ci_low_ms is not None else "-"
-            mark = "*" if d.chosen is c else ("front" if c.on_front else "")
-            rows.append([mark, c.label, c.board, f"{c.accuracy:.4f}" if c.accuracy is not None else "-",
-                         f"{c.latency_ms:.3g}", ci, f"{c.bytes:,}", ",".join(c.failed) or "ok",
-                         "straddles" if c.straddles_budget else ""])
-        print(table(["", "variant", "board", "accuracy", f"{d.percentile} ms", "95% CI", "bytes", "budget", ""],
-                    rows, "lllrrrrll"))
-        for n in d.notes:
-            print(f"note: {n}")
-        print(f"\n{'chosen: ' + d.chosen.label + ' on ' + d.chosen.board if d.chosen else 'no choice'} - {d.reason}")
-        if args.plot:
-            print(f"plot: {args.plot}")
+    _show(args.json, d.to_dict(), decision_text(d) + (f"\nplot: {args.plot}" if args.plot else ""))
     return 0 if d.chosen else 1
 
 
@@ -280,28 +223,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from .compress.sensitivity import analyse, plot
-    from .data import check_fits, check_labels, load_data
-    from .modelio import load_keras_model
-    from .report_text import table
-    if args.method not in ("magnitude", "filter"):
-        raise EdgekitError("--method must be magnitude or filter")
-    model = load_keras_model(args.model)
-    data = load_data(args.eval, tuple(model.inputs[0].shape))
-    check_fits(data, tuple(model.inputs[0].shape), "eval")
-    check_labels(data, tuple(model.outputs[0].shape), "eval")
-    res = analyse(model, data, args.sparsities, args.method, use_cache=not args.no_cache)
+    from .compress.sensitivity import analyse_files, plot
+    from .report_text import sensitivity_text
+    res = analyse_files(args.model, args.eval, args.sparsities, args.method, use_cache=not args.no_cache)
     if args.plot:
         plot(res, args.plot)
-    if args.json:
-        _print_json(res)
-        return 0
-    rows = [[name, d["type"], f"{d['params']:,}"] + [f"{res['baseline'] - a:+.4f}" for a in d["accuracy"]]
-            for name, d in res["layers"].items()]
-    print(table(["layer", "type", "weights", *[f"drop @{s:g}" for s in res["sparsities"]]], rows,
-                "llr" + "r" * len(res["sparsities"])))
-    print(f"\nbaseline accuracy {res['baseline']:.4f} ({res['method']}, one-shot, no fine-tuning)"
-          + (" - cached" if res.get("cached") else "") + (f"; plot: {args.plot}" if args.plot else ""))
+    _show(args.json, res, sensitivity_text(res) + (f"; plot: {args.plot}" if args.plot else ""))
     return 0
 
 

@@ -128,3 +128,16 @@ def device_problems(info: ModelInfo, profile: DeviceProfile) -> tuple[list[str],
     if profile.edgetpu:
         problems += [p for p in edgetpu_preflight(info).problems if p not in problems]
     return problems, warnings
+
+
+def describe(info: ModelInfo, profile: DeviceProfile | None) -> dict:
+    """What `edgekit inspect` reports: the model, and with a profile its fit (+ Edge TPU pre-flight)."""
+    d = info.to_dict()
+    d.pop("op_sequence")
+    d.pop("op_integer_only")
+    if profile is not None:
+        problems, warnings = device_problems(info, profile)
+        d["device"] = {"name": profile.name, "compatible": not problems, "problems": problems, "warnings": warnings}
+        if profile.edgetpu:
+            d["device"]["edgetpu_preflight"] = edgetpu_preflight(info).to_dict()
+    return d

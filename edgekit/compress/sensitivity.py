@@ -106,3 +106,16 @@ def plot(result: dict, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def analyse_files(model_path, eval_path, sparsities=DEFAULT_SPARSITIES, method: str = "magnitude",
+                  use_cache: bool = True) -> dict:
+    """`edgekit sensitivity`: load and check the model and the eval data, then `analyse`."""
+    from ..data import check_fits, check_labels, load_data
+    from ..modelio import load_keras_model
+    model = load_keras_model(model_path)
+    shape = tuple(model.inputs[0].shape)
+    data = load_data(eval_path, shape)
+    check_fits(data, shape, "eval")
+    check_labels(data, tuple(model.outputs[0].shape), "eval")
+    return analyse(model, data, sparsities, method, use_cache)
