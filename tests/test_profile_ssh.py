@@ -237,3 +237,15 @@ def test_adhoc_host_through_an_ssh_config_alias(tmp_path, board, models):
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(proc.stdout)["measurements"]
     assert row["status"] == "ok" and row["board"] == "bench-pi" and row["host"] == "bench-pi"
+
+
+def test_uploaded_npy_input(tmp_path, board, models):
+    import numpy as np
+    common = setup(tmp_path, board)
+    npy = tmp_path / "digit.npy"
+    np.save(npy, np.full((1, 8, 8, 1), 0.5, np.float32))
+    proc = profile(models[1], "--board", "pi1", "--threads", "1", "--runs", "5", "--input", npy, "--json", *common)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)["measurements"]
+    assert row["status"] == "ok" and row["input"] != "random" and len(row["input"]) == 64
+    assert (tmp_path / "work-pi1" / f"{row['input']}.npy").exists()
