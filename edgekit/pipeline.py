@@ -37,11 +37,9 @@ def _load_inputs(model, train, calibration, eval_data):
     shape = tuple(model.inputs[0].shape)
     out_shape = tuple(model.outputs[0].shape)
 
-    def get(d, role):
-        if d is None or isinstance(d, Dataset):
-            return d
-        return load_data(d, shape)
-    train, calibration, eval_data = get(train, "train"), get(calibration, "calibration"), get(eval_data, "eval")
+    def get(d):
+        return d if d is None or isinstance(d, Dataset) else load_data(d, shape)
+    train, calibration, eval_data = get(train), get(calibration), get(eval_data)
     for d, role in ((train, "training"), (eval_data, "eval")):
         if d is not None:
             check_fits(d, shape, role)

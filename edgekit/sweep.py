@@ -109,7 +109,9 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
     if jobs > 1 and len(profiles) > 1:
         # Each device is an independent, picklable job: a cluster engine (Ray, Dask, a batch queue) can take this
         # executor's place by submitting the same function with the same arguments.
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        import multiprocessing
+        # spawn, not fork: a forked child of a process that touched TensorFlow can deadlock
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {p.name: pool.submit(_convert_one, str(model), p.name, plan[p.name], train, calibration, eval,
                                            out / p.name) for p in profiles}
             manifests = {name: f.result() for name, f in futures.items()}

@@ -52,6 +52,19 @@ def test_sweep_end_to_end_and_resume(digits_model, digits_data, tmp_path):
     assert json.loads(proc.stdout)["measurements"] == 0
 
 
+def test_sweep_converts_devices_in_parallel_processes(digits_model, digits_data, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("prune: [0]\nclusters: [none]\nqat: [false]\nquantization: [int8]\n")
+    train, test = digits_data
+    proc = run_cli("sweep", digits_model, "--devices", "local,rpi4", "--train", train, "--eval", test, "--grid", grid,
+                   "--out", tmp_path / "sw", "--threads", "1", "--runs", "10", "--jobs", "2", "--json",
+                   env={"HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert set(d["manifests"]) == {"local", "rpi4"} and d["failed"] == 0  # identical int8 files: measured once
+    assert all((tmp_path / "sw" / dev / "int8.tflite").exists() for dev in ("local", "rpi4"))
+
+
 def test_sweep_unknown_device(digits_model, tmp_path):
     assert_one_line_error(run_cli("sweep", digits_model, "--devices", "rpi4,zx81", "--out", tmp_path / "o"),
                           "unknown device profile 'zx81'")
