@@ -92,8 +92,9 @@ def _prepare_out(out: Path) -> Path:
 class _Optimizer:
     """Runs optimization chains, reusing a shared prefix (same prune settings -> one fine-tune)."""
 
-    def __init__(self, model, train: Dataset, eval_data: Dataset | None, log: Log):
+    def __init__(self, model, train: Dataset, eval_data: Dataset | None, log: Log, reference_accuracy=None):
         self.model, self.train, self.eval, self.log = model, train, eval_data, log
+        self.reference_accuracy = reference_accuracy
         self.cache: dict[str, tuple] = {}
 
     def _apply(self, step: str, current, recipe: Recipe):
@@ -123,18 +124,19 @@ class _Optimizer:
         """Returns (model to convert, plain Keras model before QAT, step records)."""
         from .optimize.train import kernel_stats
         current, key, records = self.model, json.dumps(recipe.distill, sort_keys=True), []
-        plain = current
+        plain, last_accuracy = current, self.reference_accuracy
         for step in recipe.steps:
             cfg = getattr(recipe, step)
             key += f"|{step}:{json.dumps(cfg, sort_keys=True)}"
             t0 = time.perf_counter()
             reused = key in self.cache
             if not reused:
-                before = _keras_accuracy(current, self.eval)
+                before = last_accuracy
                 result, details = self._guarded(step, current, recipe)
                 after = _keras_accuracy(result, self.eval)
                 self.cache[key] = (result, details, before, after)
             current, details, before, after = self.cache[key]
+            last_accuracy = after
             secs = time.perf_counter() - t0
             rec = {"step": step, "settings": cfg, "seconds": round(secs, 2), "reused": reused,
                    "accuracy_before": before, "accuracy_after": after, **details}
@@ -252,7 +254,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
         ref_acc = _keras_accuracy(model, eval_data)
         if ref_acc is not None:
             log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
-        optimizer = _Optimizer(model, train, eval_data, log) if train is not None else None
+        optimizer = _Optimizer(model, train, eval_data, log, ref_acc) if train is not None else None
         variants = []
         previous = _reusable(out, source) if reuse else {}
         for recipe in chosen:
@@ -266,7 +268,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
                 log(f"{label}: reused  {old.bytes:,} bytes from the previous run (same source model and recipe)")
                 continue
             converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
-            keras_acc = ref_acc if converted is model else _keras_accuracy(converted, eval_data)
+            keras_acc = records[-1]["accuracy_after"] if records else ref_acc  # measured by the last step
             from .convert.tflite import convert
             t0 = time.perf_counter()
             model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes)
