@@ -2,7 +2,6 @@
 budgets, and bootstrap confidence intervals.  No TensorFlow."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -144,21 +143,16 @@ def _compatible(variant, manifest_path: str, manifest_device: str, profile: str,
 
 
 def gather(store, board: str | None, device: str | None, manifests: list[str] | None, percentile: str,
-           include_throttled: bool, with_latencies: bool = True) -> tuple[list[Candidate], list[str]]:
+           include_throttled: bool) -> tuple[list[Candidate], list[str]]:
     """Candidates (one per variant x board x threads x delegate) from the store and the manifests."""
     if percentile not in PERCENTILES:
         raise ConfigError(f"--percentile must be one of {', '.join(PERCENTILES)}")
     col = f"{percentile}_ms"
-    sql = "SELECT id, model_sha256, board, profile, threads, delegate, throttled, manifest_path, " \
-          f"COALESCE({col}, mean_ms) AS lat, n_runs FROM measurements WHERE status = 'ok'"  # adb rows: mean only
-    args: list = []
-    if board:
-        sql += " AND board = ?"
-        args.append(board)
-    if device:
-        sql += " AND profile = ?"
-        args.append(device)
-    rows = [dict(r) for r in store.db.execute(sql, args)]
+    rows = store.rows(board=board, profile=device, columns=(
+        "model_sha256", "board", "profile", "threads", "delegate", "throttled", "manifest_path", col, "mean_ms",
+        "n_runs"))
+    for r in rows:
+        r["lat"] = r[col] if r[col] is not None else r["mean_ms"]  # adb (benchmark_model) rows: mean only
     notes = []
     if not rows:
         where = f"board '{board}'" if board else f"boards of profile '{device}'"
@@ -199,11 +193,7 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
 def _attach_ci(store, cands: list[Candidate], percentile: str, confidence: float) -> None:
     q = PERCENTILES[percentile]
     for c in cands:
-        ids = getattr(c, "_ids", [])
-        lat = []
-        for (raw,) in store.db.execute(f"SELECT latencies_ms FROM measurements WHERE id IN "
-                                       f"({','.join('?' * len(ids))})", ids):
-            lat += json.loads(raw) if raw else []
+        lat = store.latencies(getattr(c, "_ids", []))
         if lat:
             c.ci_low_ms, c.ci_high_ms = bootstrap_ci(np.asarray(lat), q, confidence)
 

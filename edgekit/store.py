@@ -106,17 +106,28 @@ class Store:
                               (settings_key,)).fetchone()
         return row is not None
 
-    def rows(self, board: str | None = None, status: str | None = "ok", raw: bool = False) -> list[dict]:
-        cols = "*" if raw else ", ".join(c for c in COLUMNS if c != "latencies_ms") + ", id"
+    def rows(self, board: str | None = None, status: str | None = "ok", raw: bool = False,
+             profile: str | None = None, columns: tuple[str, ...] | None = None) -> list[dict]:
+        """Measurements (without raw latencies unless `raw`; only `columns` when given), filtered by board,
+        profile and status."""
+        if columns is not None and set(columns) - set(COLUMNS):
+            raise StoreError(f"unknown store columns: {sorted(set(columns) - set(COLUMNS))}")
+        cols = "*" if raw else ", ".join(c for c in (columns or COLUMNS) if c != "latencies_ms") + ", id"
         sql, args = f"SELECT {cols} FROM measurements WHERE 1=1", []
-        if board:
-            sql += " AND board = ?"
-            args.append(board)
-        if status:
-            sql += " AND status = ?"
-            args.append(status)
+        for column, value in (("board", board), ("profile", profile), ("status", status)):
+            if value:
+                sql += f" AND {column} = ?"
+                args.append(value)
         sql += " ORDER BY id"
         return [dict(r) for r in self.db.execute(sql, args)]
+
+    def latencies(self, ids: list[int]) -> list[float]:
+        """Every raw run latency (ms) of these measurements, pooled."""
+        out: list[float] = []
+        for (raw,) in self.db.execute(f"SELECT latencies_ms FROM measurements WHERE id IN "
+                                      f"({','.join('?' * len(ids))})", list(ids)):
+            out += json.loads(raw) if raw else []
+        return out
 
     def close(self) -> None:
         self.db.close()
