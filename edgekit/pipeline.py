@@ -1,12 +1,12 @@
 """`convert_for_device`: Keras model -> every useful TFLite variant for a device, validated, in one folder."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -217,7 +217,8 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         name=recipe.name, recipe=recipe.name, path=path.name, sha256=info.sha256, bytes=info.bytes,
         gzip_bytes=info.gzip_bytes, sparsity=round(info.sparsity, 4),
         max_unique_weights_per_channel=info.max_unique_per_channel, accuracy=acc, keras_accuracy=keras_acc,
-        inputs=[asdict(t) for t in info.inputs], outputs=[asdict(t) for t in info.outputs], ops=info.ops,
+        inputs=[dataclasses.asdict(t) for t in info.inputs], outputs=[dataclasses.asdict(t) for t in info.outputs],
+        ops=info.ops,
         min_runtime_version=info.min_runtime_version, compatible=not problems, problems=problems,
         warnings=warnings, quantization={"mode": recipe.mode, "io": recipe.io},
         optimizations={s: getattr(recipe, s) for s in recipe.steps} | (
@@ -240,6 +241,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     chosen = [r if isinstance(r, Recipe) else load_recipe(r) for r in (recipes or profile.default_recipes)]
     for r in chosen:
         check_recipe_fits(r, profile)
+    chosen = [_with_channel_multiple(r, profile) for r in chosen]
     if len({r.name for r in chosen}) != len(chosen):
         raise ConfigError("a recipe is named twice")
     t_start = time.perf_counter()
@@ -294,6 +296,15 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:
+    """Filter pruning keeps channel counts at the device's int8 kernel tile unless the recipe names one."""
+    tile = (recipe.filters or {}).get("channel_multiple", "device")
+    if not recipe.filters or tile != "device":
+        return recipe
+    from .compress.kernels import resolve
+    return dataclasses.replace(recipe, filters={**recipe.filters, "channel_multiple": resolve(profile.channel_multiple)})
 
 
 def _source_sha(path: Path) -> str:

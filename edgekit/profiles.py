@@ -31,6 +31,7 @@ PROFILE_SCHEMA = {
         "static_shapes": Field(bool),
     }),
     "max_model_bytes": Field(int, minimum=1),
+    "channel_multiple": Field((int, str)),
     "default_recipes": Field(list, required=True, item=str),
     "thermal": Field(dict, nested={
         "zones": Field(list, item=str),
@@ -46,6 +47,7 @@ _PRUNE = {
     "structure": Field(str, choices=("2:4", "filters"), nullable=True),
     "allocation": Field(str, choices=("uniform", "sensitivity")),
     "target_flops": Field(float, minimum=0.05, maximum=0.99),
+    "channel_multiple": Field((int, str)),
     "epochs": Field(int, minimum=1),
 }
 _FACTORIZE = {"energy": Field(float, minimum=0.1, maximum=0.9999), "rank": Field(int, minimum=1),
@@ -98,6 +100,7 @@ class DeviceProfile:
     max_model_bytes: int | None = None
     thermal: dict = field(default_factory=dict)
     source: str = ""
+    channel_multiple: int | str = 8  # int8 kernel channel tile; 'auto' = this machine's CPU
 
     @property
     def runtime(self) -> Runtime:
@@ -117,7 +120,7 @@ class DeviceProfile:
             "quantization": {"modes": list(self.quant_modes), "io_dtypes": list(self.io_dtypes),
                              "static_shapes": self.static_shapes},
             "max_model_bytes": self.max_model_bytes, "default_recipes": list(self.default_recipes),
-            "thermal": dict(self.thermal),
+            "thermal": dict(self.thermal), "channel_multiple": self.channel_multiple,
         }
 
 
@@ -207,6 +210,9 @@ def load_profile(name: str) -> DeviceProfile:
     if not data["threads"] or any(t < 1 for t in data["threads"]):
         raise ConfigError(f"{source}: 'threads' must list positive thread counts")
     q = data["quantization"]
+    tile = data.get("channel_multiple", 8)
+    if not (tile == "auto" or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= 1)):
+        raise ConfigError(f"{source}: 'channel_multiple' must be a positive integer or 'auto', got {tile!r}")
     return DeviceProfile(
         name=data["name"], description=data["description"], arch=data["arch"],
         runtimes=tuple(Runtime(r["name"], str(r["version"])) for r in data["runtimes"]),
@@ -215,7 +221,7 @@ def load_profile(name: str) -> DeviceProfile:
         static_shapes=bool(q.get("static_shapes", False)),
         default_recipes=tuple(data["default_recipes"]), cores=data.get("cores"),
         memory_mb=data.get("memory_mb"), max_model_bytes=data.get("max_model_bytes"),
-        thermal=dict(data.get("thermal") or {}), source=source)
+        thermal=dict(data.get("thermal") or {}), source=source, channel_multiple=tile)
 
 
 def load_recipe(name: str) -> Recipe:
@@ -235,6 +241,10 @@ def load_recipe(name: str) -> Recipe:
     if prune and prune.get("structure") == "filters":
         prune, filters = None, dict(opt["prune"])
         filters.setdefault("target_flops", 0.5)
+        tile = filters.get("channel_multiple", "device")
+        if not (tile == "device" or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= 1)):
+            raise ConfigError(f"{source}: 'optimize.prune.channel_multiple' must be a positive integer or "
+                              f"'device' (the device profile's int8 kernel tile), got {tile!r}")
     elif prune and "target" not in prune and prune.get("structure") != "2:4":
         raise ConfigError(f"{source}: 'optimize.prune' needs 'target' (a sparsity such as 0.8)")
     return Recipe(name=data["name"], description=data["description"], mode=q["mode"], io=io,

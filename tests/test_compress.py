@@ -92,13 +92,15 @@ def test_filter_pruning_recipe_with_distillation_end_to_end(digits_model, digits
                       "  prune: {structure: filters, target_flops: 0.5, epochs: 6}\n"
                       "quantization: {mode: int8, io: int8}\n")
     train, test = digits_data
-    m = convert_for_device(digits_model, "local", [str(recipe), "int8"], train=train, eval=test,
+    # rpi4's profile says its int8 kernels work in tiles of 8 channels: the recipe takes that tile by default
+    m = convert_for_device(digits_model, "rpi4", [str(recipe), "int8"], train=train, eval=test,
                            out=tmp_path / "o", log=lambda s: None)
     small, full = m.variant("filters-int8"), m.variant("int8")
     assert small.macs <= 0.52 * full.macs and small.params < full.params
     assert small.bytes < full.bytes
     step = small.steps[0]
     assert step["step"] == "filters" and step["distill"] == {"temperature": 4, "alpha": 0.3}
+    assert step["channel_multiple"] == 8 and small.recipe_config["optimize"]["filters"]["channel_multiple"] == 8
     assert step["accuracy_before"] == pytest.approx(m.reference_keras_accuracy)
     assert m.reference_keras_accuracy - small.accuracy <= 0.03
 
@@ -112,3 +114,43 @@ def test_sensitivity_cli(digits_model, digits_data, tmp_path):
     drops = [res["baseline"] - a for a in res["layers"]["fc1"]["accuracy"]]
     assert drops[1] >= drops[0]  # pruning more hurts at least as much
     assert_one_line_error(run_cli("sensitivity", digits_model, "--eval", tmp_path / "none.npz"), "no such file")
+
+
+def test_channel_tile_from_cpu_flags():
+    from edgekit.compress.kernels import cpu_flags, host_channel_multiple, resolve
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni amx_tile amx_int8\n"
+    assert cpu_flags(x86) >= {"avx2", "amx_int8"}
+    assert host_channel_multiple(cpu_flags(x86), "x86_64") == 64
+    assert host_channel_multiple({"avx2", "avx512bw", "avx512_vnni"}, "x86_64") == 16
+    assert host_channel_multiple({"avx2"}, "x86_64") == 8
+    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 asimddp\n"
+    assert host_channel_multiple(cpu_flags(arm), "aarch64") == 16
+    assert host_channel_multiple({"fp", "asimd"}, "aarch64") == 8
+    assert resolve(16) == 16 and resolve("auto") == host_channel_multiple()
+
+
+def test_effective_macs_round_channels_up_to_the_tile(tfk):
+    from edgekit.compress.flops import count
+    inp = tfk.Input((8, 8, 64))
+    m = tfk.Model(inp, tfk.layers.Conv2D(72, 3, padding="same")(inp))
+    c = count(m, 64)
+    assert c["macs"] == 64 * 9 * 64 * 72 and c["effective_macs"] == 64 * 9 * 64 * 128
+    assert "effective_macs" not in count(m)
+
+
+def test_filter_pruning_keeps_channels_at_the_tile(tfk):
+    from edgekit.compress.filters import keep_count, prune_to_flops
+    from edgekit.compress.flops import count
+    from edgekit.errors import OptimizationError
+    from edgekit.examples import build_residual_cnn
+    assert [keep_count(n, 0.3, 64) for n in (64, 128, 256, 512)] == [64, 64, 192, 384]
+    assert keep_count(32, 0.5, 1) == 16 and keep_count(256, 0.95, 64) == 64
+    wide = build_residual_cnn((16, 16, 1), width=128)
+    small, frac, _ = prune_to_flops(wide, 0.5, multiple=64)
+    assert frac <= 0.5 and count(small, 64)["effective_macs"] <= 0.5 * count(wide, 64)["effective_macs"]
+    widths = [layer.filters for layer in small.layers if type(layer).__name__ == "Conv2D"]
+    assert widths and all(w % 64 == 0 for w in widths) and widths != [128, 128, 256, 256, 512]
+    narrow = build_residual_cnn((32, 32, 1), width=32)  # every channel group but one has <= 64 channels
+    with pytest.raises(OptimizationError, match="multiples of 64") as e:
+        prune_to_flops(narrow, 0.5, multiple=64)
+    assert "\n" not in str(e.value) and "channel_multiple" in str(e.value)

@@ -47,6 +47,21 @@ def test_recipe_bad_value_lists_allowed(tmp_path):
         load_recipe(str(bad))
 
 
+def test_channel_multiple_must_be_a_tile_or_auto(tmp_path):
+    data = yaml.safe_load(_path("device_profiles", "rpi4").read_text())
+    assert load_profile("rpi4").channel_multiple == 8 and load_profile("local").channel_multiple == "auto"
+    data["channel_multiple"] = "fast"
+    bad = tmp_path / "rpi4.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"rpi4.yaml: 'channel_multiple' must be a positive integer or 'auto'"):
+        load_profile(str(bad))
+    recipe = tmp_path / "f.yaml"
+    recipe.write_text("name: f\ndescription: x\noptimize:\n  prune: {structure: filters, channel_multiple: 0}\n"
+                      "quantization: {mode: int8}\n")
+    with pytest.raises(ConfigError, match=r"f.yaml: 'optimize.prune.channel_multiple' must be a positive integer"):
+        load_recipe(str(recipe))
+
+
 def test_unknown_profile_suggests_close_name():
     with pytest.raises(ConfigError, match=r"unknown device profile 'rpi-4'.*did you mean 'rpi4'"):
         load_profile("rpi-4")

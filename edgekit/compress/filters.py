@@ -134,9 +134,21 @@ def _kept(spec, keep: dict, groups) -> np.ndarray:
     return np.concatenate(out) if out else np.arange(0)
 
 
-def prune_filters(model, fractions: dict | float, layer_weights: dict | None = None):
+def keep_count(n: int, fraction: float, multiple: int = 1) -> int:
+    """Channels a group of `n` keeps when pruned by `fraction`: with `multiple` > 1 a multiple of it (a group no
+    larger than one tile stays whole: removing channels inside a tile saves no time)."""
+    f = min(max(fraction, 0.0), 0.95)
+    if multiple <= 1:
+        return min(n, max(MIN_CHANNELS, int(round(n * (1 - f)))))
+    if n <= multiple:
+        return n
+    return min(n, max(multiple, int(round(n * (1 - f) / multiple)) * multiple))
+
+
+def prune_filters(model, fractions: dict | float, layer_weights: dict | None = None, multiple: int = 1):
     """A smaller copy of `model`: each prunable channel group loses `fraction` of its channels (lowest L1 first).
-    `fractions` is one number or {group root: fraction}; `layer_weights` scales a layer's group fraction."""
+    `fractions` is one number or {group root: fraction}; `layer_weights` scales a layer's group fraction;
+    `multiple` keeps channel counts at multiples of the target's kernel tile."""
     layers, groups, spec_of, input_spec = analyse(model)
     imp = _importance(model, groups)
     keep = {}
@@ -146,9 +158,7 @@ def prune_filters(model, fractions: dict | float, layer_weights: dict | None = N
         f = fractions if isinstance(fractions, (int, float)) else fractions.get(root, 0.0)
         if layer_weights:
             f *= min(layer_weights.get(m, 1.0) for m in groups.members[root])
-        n = len(scores)
-        k = max(MIN_CHANNELS, int(round(n * (1 - min(max(f, 0.0), 0.95)))))
-        keep[root] = np.sort(np.argsort(-scores, kind="stable")[:min(k, n)])
+        keep[root] = np.sort(np.argsort(-scores, kind="stable")[:keep_count(len(scores), f, multiple)])
 
     def replace(layer, ins):
         kind = type(layer).__name__
@@ -173,17 +183,21 @@ def prune_filters(model, fractions: dict | float, layer_weights: dict | None = N
     return rebuild(model, replace, name=f"{model.name}_filters")
 
 
-def prune_to_flops(model, target_flops: float, layer_weights: dict | None = None, tol: float = 0.02):
+def prune_to_flops(model, target_flops: float, layer_weights: dict | None = None, tol: float = 0.02,
+                   multiple: int = 1):
     """Search the uniform prune fraction (scaled per layer by `layer_weights`) that leaves about `target_flops`
-    (a fraction, e.g. 0.5) of the MACs."""
-    base = count(model)["macs"]
+    (a fraction, e.g. 0.5) of the MACs.  With `multiple` > 1, channel counts stay multiples of it and MACs are
+    counted as the kernels do them (channels rounded up to the tile), so a cut on paper is a cut in time."""
+    def macs(m):
+        return count(m, multiple)["effective_macs" if multiple > 1 else "macs"]
+    base = macs(model)
     if not 0.05 <= target_flops < 1:
         raise OptimizationError(f"target_flops must be in [0.05, 1), got {target_flops}")
     lo, hi, best = 0.0, 0.95, None
     for _ in range(14):
         mid = (lo + hi) / 2
-        cand = prune_filters(model, mid, layer_weights)
-        frac = count(cand)["macs"] / base
+        cand = prune_filters(model, mid, layer_weights, multiple)
+        frac = macs(cand) / base
         if frac > target_flops:
             lo = mid
         else:
@@ -191,6 +205,10 @@ def prune_to_flops(model, target_flops: float, layer_weights: dict | None = None
         if best and abs(best[1] - target_flops) <= tol:
             break
     if best is None:
-        raise OptimizationError(f"cannot reach {target_flops:.0%} of the MACs: every prunable channel group is "
-                                f"at its minimum (outputs, Reshape and similar layers are kept whole)")
+        floor = macs(prune_filters(model, 0.95, layer_weights, multiple)) / base
+        tile = (f" with channels in multiples of {multiple} (the device's int8 kernel tile; groups of at most "
+                f"{multiple} channels stay whole)") if multiple > 1 else ""
+        raise OptimizationError(f"cannot reach {target_flops:.0%} of the MACs{tile}: the least this model can keep "
+                                f"is {floor:.0%} (outputs, Reshape and similar layers are kept whole); raise "
+                                f"target_flops{' or set channel_multiple lower' if multiple > 1 else ''}")
     return best

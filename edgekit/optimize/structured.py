@@ -6,7 +6,8 @@ from .train import fine_tune, outputs_probabilities
 
 
 def filters(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
-    """Remove whole filters to about `target_flops` of the MACs, ratios scaled per layer by filter sensitivity."""
+    """Remove whole filters to about `target_flops` of the MACs, ratios scaled per layer by filter sensitivity,
+    channel counts kept at multiples of `channel_multiple` (the device's int8 kernel tile)."""
     from ..compress.filters import prune_to_flops
     from ..compress.flops import count
     from ..compress.sensitivity import analyse
@@ -18,14 +19,18 @@ def filters(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, t
         drops = {n: max(0.0, sens["baseline"] - d["accuracy"][mid]) for n, d in sens["layers"].items()}
         worst = max(drops.values(), default=0.0) or 1.0
         weights = {n: 1.5 - d / worst for n, d in drops.items()}
-    before = count(model)
-    smaller, frac, fraction = prune_to_flops(model, float(cfg.get("target_flops", 0.5)), weights)
-    after = count(smaller)
+    multiple = int(cfg.get("channel_multiple") or 1)
+    before = count(model, multiple)
+    smaller, frac, fraction = prune_to_flops(model, float(cfg.get("target_flops", 0.5)), weights,
+                                             multiple=multiple)
+    after = count(smaller, multiple)
     fit = fine_tune(smaller, data, epochs=int(cfg.get("epochs", 6)), lr=1e-3,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     return smaller, {"macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
                      "params_after": after["params"], "flops_fraction": round(frac, 4),
-                     "prune_fraction": round(fraction, 4), "fit": fit}
+                     "prune_fraction": round(fraction, 4), "channel_multiple": multiple,
+                     "effective_macs_before": before.get("effective_macs", before["macs"]),
+                     "effective_macs_after": after.get("effective_macs", after["macs"]), "fit": fit}
 
 
 def factorize(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
