@@ -27,11 +27,19 @@ def manifest_table(manifest) -> str:
                  rows, "lrrrrrrll")
 
 
+def _tile(p) -> str:
+    if p.channel_multiple != "auto":
+        return str(p.channel_multiple)
+    from .compress.kernels import host_channel_multiple
+    return f"auto ({host_channel_multiple()})"
+
+
 def devices_table(profiles) -> str:
     rows = [[p.name, p.arch, f"{p.runtime.name} {p.runtime.version}", ",".join(p.delegates),
-             ",".join(map(str, p.threads)), ",".join(p.quant_modes), ",".join(p.default_recipes)] for p in profiles]
-    return table(["device", "arch", "runtime", "delegates", "threads", "quantization", "default recipes"], rows,
-                 "lllllll")
+             ",".join(map(str, p.threads)), ",".join(p.quant_modes), _tile(p), ",".join(p.default_recipes)]
+            for p in profiles]
+    return table(["device", "arch", "runtime", "delegates", "threads", "quantization", "ch tile", "default recipes"],
+                 rows, "llllllll")
 
 
 def recipes_table(recipes) -> str:

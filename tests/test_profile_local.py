@@ -221,3 +221,40 @@ def test_hot_board_results_are_flagged_in_table_and_left_out_of_select(tmp_path,
     assert_one_line_error(run_cli("select", "--board", "local", "--store", store), "--include-throttled")
     proc = run_cli("select", "--board", "local", "--store", store, "--include-throttled", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["chosen"]["variant"] == "int8"
+
+
+def test_ctrl_c_keeps_finished_rows_and_a_rerun_does_the_rest(tmp_path, rpi4_manifest, home):
+    import signal
+    import sqlite3
+    import time
+    store = tmp_path / "s.db"
+    args = [sys.executable, "-m", "edgekit", "profile", str(rpi4_manifest[1] / "int8.tflite"), "--board", "local",
+            "--threads", "1", "--runs", "5", "--min-seconds", "1", "--repeat", "4", "--store", str(store)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **home})
+
+    def ok_rows():
+        if not store.exists():
+            return 0
+        with sqlite3.connect(store) as db:
+            try:
+                return db.execute("SELECT COUNT(*) FROM measurements WHERE status = 'ok'").fetchone()[0]
+            except sqlite3.OperationalError:
+                return 0
+    deadline = time.monotonic() + 120
+    while ok_rows() < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT status, p50_ms FROM measurements").fetchall()
+    assert 1 <= len(rows) < 4 and all(s == "ok" and p50 > 0 for s, p50 in rows)  # no half rows, no false failures
+    time.sleep(0.5)
+    runners = subprocess.run(["pgrep", "-f", home["HOME"]], capture_output=True, text=True).stdout  # runner in HOME
+    assert not runners.strip(), "a runner is still measuring after Ctrl-C"
+    again = run_cli(*args[3:], "--json", env=home)  # same settings: only the missing repeats run
+    assert again.returncode == 0, again.stderr
+    measured = json.loads(again.stdout)["measurements"]
+    assert len(measured) == 4 - len(rows) and ok_rows() == 4

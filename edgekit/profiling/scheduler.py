@@ -117,6 +117,15 @@ class BoardWorker:
             self.session.close()
             self.session = None
 
+    def abort(self) -> None:
+        """From another thread: close the connection under a running measurement (it then fails, unrecorded)."""
+        session = self.session
+        if session is not None:
+            try:
+                session.conn.close()
+            except Exception:  # noqa: BLE001 - best effort while stopping
+                pass
+
     def _measure(self, job: Job) -> tuple[str, str | None, dict | None]:
         session = self._connect()
         rt = session.runtime
@@ -179,6 +188,8 @@ class BoardWorker:
                     self.stop.wait(delay)
 
     def _record(self, store, job, started, status, error, result, attempts) -> None:
+        if status != "ok" and self.stop.is_set():
+            return  # stopped by the user, not a board failure: a rerun measures it
         row = _row(job, self.session, started, status, error, result, attempts)
         row["id"] = store.add(row)
         self.results.append(row)
@@ -199,5 +210,7 @@ def run_profile(jobs_by_board: dict[str, list[Job]], opts: Options, emit: Callab
                 t.join(0.2)
     except KeyboardInterrupt:
         stop.set()
+        for w in workers:  # end measurements in flight; rows already stored stay, a rerun does the rest
+            w.abort()
         raise
     return [r for w in workers for r in w.results]

@@ -15,15 +15,24 @@ class LocalConnection:
     def __init__(self, name: str = "local"):
         self.name = name
         self.bytes_uploaded = 0
+        self._running: set[subprocess.Popen] = set()
 
     def run(self, argv: list[str], timeout: float | None = None) -> Result:
         try:
-            proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise ProfileTimeout(f"{self.name}: command timed out after {timeout:.0f} s") from e
+            proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
         except OSError as e:
             raise RemoteError(f"{self.name}: cannot run {argv[0]}: {e.strerror}") from e
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+        self._running.add(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            proc.kill()
+            proc.communicate()
+            raise ProfileTimeout(f"{self.name}: command timed out after {timeout:.0f} s") from e
+        finally:
+            self._running.discard(proc)
+        return Result(proc.returncode, out, err)
 
     def put(self, local: Path, remote: str) -> int:
         tmp = f"{remote}.tmp-{uuid.uuid4().hex[:8]}"
@@ -46,4 +55,6 @@ class LocalConnection:
         return str(Path.home())
 
     def close(self) -> None:
-        pass
+        """Stop anything still running (Ctrl-C): nothing is left measuring in the background."""
+        for proc in list(self._running):
+            proc.kill()
