@@ -43,7 +43,7 @@ def cmd_convert(args) -> int:
     from .pipeline import convert_for_device
     from .report_text import manifest_table
     m = convert_for_device(args.model, args.device, args.recipe or None, train=args.train,
-                           calibration=args.calibration, eval=args.eval, out=args.out)
+                           calibration=args.calibration, eval=args.eval, out=args.out, labels=args.labels)
     if args.json:
         _print_json(m.to_dict())
     else:
@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration", help="DATA for the representative dataset (default: 200 samples of --train)")
     s.add_argument("--eval", help="DATA to measure accuracy in the LiteRT interpreter")
     s.add_argument("--out", default="edgekit-out", help="output folder (default: edgekit-out)")
+    s.add_argument("--labels", help="class names, one per line, in output order (default: the data's class "
+                   "folders or a .npz 'classes' array); kept in the manifest for exports")
     s.add_argument("--json", action="store_true", help="print the manifest as JSON")
     s.set_defaults(func=cmd_convert)
 
@@ -374,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, choices=("android", "c-array", "linux"))
     s.add_argument("--manifest", help="manifest.json of convert-for-device")
     s.add_argument("--variant", help="variant name in --manifest")
-    s.add_argument("--labels", help="class names, one per line, in output order")
+    s.add_argument("--labels", help="class names, one per line, in output order (default: the manifest's)")
     s.add_argument("--mean", type=float, help="input normalization mean (android metadata; default 0)")
     s.add_argument("--std", type=float, help="input normalization std (android metadata; default 1)")
     s.add_argument("--name", help="base name of the exported files (default: the model's)")

@@ -16,6 +16,7 @@ class Dataset:
     x: np.ndarray
     y: np.ndarray | None
     source: str
+    classes: tuple[str, ...] | None = None  # class names in label order (image folders, .npz 'classes')
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -24,11 +25,20 @@ class Dataset:
         if n >= len(self):
             return self
         idx = np.random.default_rng(seed).choice(len(self), size=n, replace=False)
-        return Dataset(self.x[idx], None if self.y is None else self.y[idx], f"{self.source}[sample {n}]")
+        return Dataset(self.x[idx], None if self.y is None else self.y[idx], f"{self.source}[sample {n}]",
+                       self.classes)
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Class names from a text file, one per line (blank lines ignored)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"labels file {p} does not exist")
+    return [ln.strip() for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
 
 
 def load_data(path: str | Path, input_shape: tuple | None = None) -> Dataset:
-    """Load `.npz` (arrays `x`, optional `y`) or a folder of images in class sub-folders."""
+    """Load `.npz` (arrays `x`, optional `y` and `classes`) or a folder of images in class sub-folders."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data {path}: no such file or folder")
@@ -42,6 +52,7 @@ def load_data(path: str | Path, input_shape: tuple | None = None) -> Dataset:
                 raise DataError(f"data {path}: has no array 'x' (found: {', '.join(z.files) or 'nothing'})")
             x = np.asarray(z["x"])
             y = np.asarray(z["y"]) if "y" in z.files else None
+            classes = tuple(str(c) for c in np.asarray(z["classes"]).reshape(-1)) if "classes" in z.files else None
     except DataError:
         raise
     except Exception as e:  # zipfile.BadZipFile, ValueError (pickled objects), OSError
@@ -52,7 +63,7 @@ def load_data(path: str | Path, input_shape: tuple | None = None) -> Dataset:
         raise DataError(f"data {path}: 'x' has shape {x.shape}; need at least one sample of shape (N, ...)")
     if y is not None and y.shape[0] != x.shape[0]:
         raise DataError(f"data {path}: 'x' has {x.shape[0]} samples but 'y' has {y.shape[0]}")
-    return Dataset(x.astype(np.float32, copy=False), y, str(path))
+    return Dataset(x.astype(np.float32, copy=False), y, str(path), classes)
 
 
 def _load_image_folder(path: Path, input_shape: tuple | None) -> Dataset:
@@ -85,7 +96,7 @@ def _load_image_folder(path: Path, input_shape: tuple | None) -> Dataset:
         x = np.stack(xs)
     except ValueError as e:
         raise DataError(f"data {path}: images differ in size; give the model a fixed input size") from e
-    return Dataset(x, np.asarray(ys, dtype=np.int64), str(path))
+    return Dataset(x, np.asarray(ys, dtype=np.int64), str(path), tuple(classes))
 
 
 def check_fits(data: Dataset, input_shape: tuple, role: str, error=DataError) -> None:

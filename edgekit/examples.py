@@ -21,8 +21,9 @@ def write_digits_npz(out: Path) -> tuple[Path, Path]:
     """Write train.npz and test.npz (arrays x, y) into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     x_tr, y_tr, x_te, y_te = digits_arrays()
-    np.savez(out / "train.npz", x=x_tr, y=y_tr)
-    np.savez(out / "test.npz", x=x_te, y=y_te)
+    classes = np.array([str(d) for d in range(10)])
+    np.savez(out / "train.npz", x=x_tr, y=y_tr, classes=classes)
+    np.savez(out / "test.npz", x=x_te, y=y_te, classes=classes)
     return out / "train.npz", out / "test.npz"
 
 

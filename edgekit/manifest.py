@@ -51,6 +51,7 @@ class Manifest:
     created: str
     edgekit_version: str
     schema_version: int = SCHEMA_VERSION
+    labels: list[str] | None = None  # class names in output order (from --labels or the data's classes)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from . import __version__
 from .compat import device_problems, edgetpu_preflight
-from .data import Dataset, check_calibration, check_fits, check_labels, load_data
+from .data import Dataset, check_calibration, check_fits, check_labels, load_data, read_labels
 from .errors import ConfigError, DataError, OptimizationError
 from .flatbuffer import parse_model
 from .manifest import Manifest, Variant
@@ -52,6 +52,22 @@ def _load_inputs(model, train, calibration, eval_data):
     source.update(name=getattr(model, "name", "model"), params=int(model.count_params()),
                   input_shape=[d for d in shape], output_shape=[d for d in out_shape])
     return model, source, train, calibration, eval_data
+
+
+def _labels(given, source: dict, train: Dataset | None, eval_data: Dataset | None) -> list[str] | None:
+    """Class names for the manifest: `given` (file or list) or the data's; their count must match the outputs."""
+    where = "labels"
+    if isinstance(given, (str, Path)):
+        given, where = read_labels(given), f"labels file {given}"
+    if given is None:
+        found = next((d for d in (train, eval_data) if d is not None and d.classes), None)
+        if found is None:
+            return None
+        given, where = list(found.classes), f"class names of {found.source}"
+    n_out = (source.get("output_shape") or [None])[-1]
+    if n_out and len(given) != n_out:
+        raise ConfigError(f"{where}: {len(given)} labels but the model has {n_out} outputs")
+    return [str(x) for x in given]
 
 
 def _preflight(model, recipes: list[Recipe], train, calibration) -> None:
@@ -229,13 +245,14 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
 
 def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | None = None, *, train=None,
                        calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr,
-                       reuse: bool = False) -> Manifest:
+                       reuse: bool = False, labels=None) -> Manifest:
     """Build, validate and describe every variant of `model` for `device`; returns the manifest.
 
     `model` is a path (.keras / .h5 / SavedModel folder) or a tf_keras model (never modified).
     `train` / `calibration` / `eval` are paths (.npz with `x`, `y`; image folders) or `Dataset`s.
     `recipes` are names, .yaml paths or `Recipe` objects.  With `reuse`, variants already in `out` from the same
-    source model file and recipe settings are kept instead of being built again.
+    source model file and recipe settings are kept instead of being built again.  `labels` (a file with one class
+    name per line, or a list) go into the manifest for exports; by default the data's class names, if it has any.
     """
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
     chosen = [r if isinstance(r, Recipe) else load_recipe(r) for r in (recipes or profile.default_recipes)]
@@ -248,6 +265,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     model, source, train, calibration, eval_data = _load_inputs(model, train, calibration, eval)
     if calibration is None and train is not None:
         calibration = train.sample(200)
+    labels = _labels(labels, source, train, eval_data)
     _preflight(model, chosen, train, calibration)
     out = Path(out)
     work = _prepare_out(out)
@@ -286,7 +304,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
             reference_keras_accuracy=ref_acc,
             eval_data=None if eval_data is None else {"source": eval_data.source, "samples": len(eval_data)},
             variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            edgekit_version=__version__)
+            edgekit_version=__version__, labels=labels)
         manifest.write(work / "manifest.json")
         if out.exists():
             shutil.rmtree(out)

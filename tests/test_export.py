@@ -111,6 +111,26 @@ def test_export_from_manifest(rpi4_manifest, tmp_path):
     assert (tmp_path / "m" / "pcqat-int8.tflite").exists()
 
 
+def test_labels_travel_from_the_data_through_the_manifest_to_the_export(rpi4_manifest, digits_model,
+                                                                        digits_data, tmp_path):
+    manifest, out = rpi4_manifest
+    assert manifest.labels == [str(d) for d in range(10)]  # the .npz 'classes' array
+    proc = run_cli("export", "--manifest", out / "manifest.json", "--variant", "int8", "--target", "android",
+                   "--out", tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "a" / "assets" / "labels.txt").read_text().split() == manifest.labels
+    mine = tmp_path / "names.txt"
+    mine.write_text("".join(f"digit {d}\n" for d in range(10)))
+    proc = run_cli("convert-for-device", digits_model, "--device", "local", "--recipe", "fp32", "--eval",
+                   digits_data[1], "--labels", mine, "--out", tmp_path / "m", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["labels"][3] == "digit 3"
+    mine.write_text("cat\ndog\n")
+    assert_one_line_error(run_cli("convert-for-device", digits_model, "--device", "local", "--recipe", "fp32",
+                                  "--labels", mine, "--out", tmp_path / "n"), "2 labels", "10 outputs")
+    assert not (tmp_path / "n").exists()
+
+
 def test_export_bad_input(rpi4_manifest, labels, tmp_path):
     out = rpi4_manifest[1]
     assert_one_line_error(run_cli("export", out / "fp32.tflite", "--target", "c-array", "--out", tmp_path / "a"),

@@ -115,7 +115,8 @@ def _kotlin(src: ExportSource, mean: float, std: float) -> str:
 
 def export_android(src: ExportSource, out: Path, mean: float | None, std: float | None) -> dict:
     if src.labels is None:
-        raise ConfigError("the android target needs --labels FILE (one class name per line, in output order)")
+        raise ConfigError("the android target needs labels: --labels FILE (one class name per line, in output "
+                          "order), or a manifest made with them (convert-for-device --labels)")
     mean = 0.0 if mean is None else mean
     std = 1.0 if std is None else std
     if std == 0:

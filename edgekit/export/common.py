@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..data import read_labels
 from ..flatbuffer import ModelInfo, read_model
 
 
@@ -28,9 +29,7 @@ def load_labels(path: str | Path | None, info: ModelInfo) -> list[str] | None:
     if path is None:
         return None
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"labels file {p} does not exist")
-    labels = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    labels = read_labels(p)
     n_out = info.outputs[0].shape[-1] if info.outputs and info.outputs[0].shape else None
     if n_out is not None and n_out > 0 and len(labels) != n_out:
         raise ConfigError(f"labels file {p} has {len(labels)} labels but the model has {n_out} outputs")
@@ -39,14 +38,14 @@ def load_labels(path: str | Path | None, info: ModelInfo) -> list[str] | None:
 
 def resolve_source(model: str | Path | None, manifest: str | Path | None, variant: str | None,
                    labels: str | Path | None, name: str | None, max_bytes: int | None) -> ExportSource:
-    device = None
+    device, known = None, None
     if manifest is not None:
         from ..manifest import load_manifest
         if not variant:
             raise ConfigError("--manifest needs --variant NAME")
         m = load_manifest(manifest)
         v = m.variant(variant)
-        model, device = Path(manifest).parent / v.path, m.device
+        model, device, known = Path(manifest).parent / v.path, m.device, m.labels
     if model is None:
         raise ConfigError("give a MODEL.tflite or --manifest manifest.json --variant NAME")
     info = read_model(model)
@@ -56,7 +55,8 @@ def resolve_source(model: str | Path | None, manifest: str | Path | None, varian
     name = name or (variant or Path(model).stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"--name {name!r}: use letters, digits, '_', '-', '.'")
-    return ExportSource(Path(model), info, name, load_labels(labels, info), device, variant)
+    return ExportSource(Path(model), info, name, load_labels(labels, info) if labels is not None else known,
+                        device, variant)
 
 
 def io_description(info: ModelInfo) -> dict:
