@@ -145,20 +145,30 @@ def keep_count(n: int, fraction: float, multiple: int = 1) -> int:
     return min(n, max(multiple, int(round(n * (1 - f) / multiple)) * multiple))
 
 
-def prune_filters(model, fractions: dict | float, layer_weights: dict | None = None, multiple: int = 1):
-    """A smaller copy of `model`: each prunable channel group loses `fraction` of its channels (lowest L1 first).
-    `fractions` is one number or {group root: fraction}; `layer_weights` scales a layer's group fraction;
-    `multiple` keeps channel counts at multiples of the target's kernel tile."""
-    layers, groups, spec_of, input_spec = analyse(model)
-    imp = _importance(model, groups)
-    keep = {}
-    for root, scores in imp.items():
+def plan(model, fractions: dict | float, layer_weights: dict | None = None, multiple: int = 1) -> dict:
+    """{group root: (channels kept, channels)} for every prunable channel group (see `prune_filters`)."""
+    _, groups, _, _ = analyse(model)
+    out = {}
+    for root, scores in _importance(model, groups).items():
         if root in groups.frozen:
             continue
         f = fractions if isinstance(fractions, (int, float)) else fractions.get(root, 0.0)
         if layer_weights:
             f *= min(layer_weights.get(m, 1.0) for m in groups.members[root])
-        keep[root] = np.sort(np.argsort(-scores, kind="stable")[:keep_count(len(scores), f, multiple)])
+        out[root] = (keep_count(len(scores), f, multiple), len(scores))
+    return out
+
+
+def prune_filters(model, fractions: dict | float, layer_weights: dict | None = None, multiple: int = 1,
+                  counts: dict | None = None):
+    """A smaller copy of `model`: each prunable channel group loses `fraction` of its channels (lowest L1 first).
+    `fractions` is one number or {group root: fraction}; `layer_weights` scales a layer's group fraction;
+    `multiple` keeps channel counts at multiples of the target's kernel tile; `counts` ({group root: channels
+    kept}) overrides all of that."""
+    layers, groups, spec_of, input_spec = analyse(model)
+    imp = _importance(model, groups)
+    counts = counts or {r: k for r, (k, _) in plan(model, fractions, layer_weights, multiple).items()}
+    keep = {root: np.sort(np.argsort(-imp[root], kind="stable")[:k]) for root, k in counts.items()}
 
     def replace(layer, ins):
         kind = type(layer).__name__
@@ -186,8 +196,10 @@ def prune_filters(model, fractions: dict | float, layer_weights: dict | None = N
 def prune_to_flops(model, target_flops: float, layer_weights: dict | None = None, tol: float = 0.02,
                    multiple: int = 1):
     """Search the uniform prune fraction (scaled per layer by `layer_weights`) that leaves about `target_flops`
-    (a fraction, e.g. 0.5) of the MACs.  With `multiple` > 1, channel counts stay multiples of it and MACs are
-    counted as the kernels do them (channels rounded up to the tile), so a cut on paper is a cut in time."""
+    (a fraction, e.g. 0.5) of the MACs; returns (model, fraction of MACs left, prune fraction).  With `multiple`
+    > 1, channel counts stay multiples of it, MACs are counted as the kernels do them (channels rounded up to the
+    tile), and whole tiles are then given back while the model stays within the target: a cut on paper is a cut
+    in time, and no deeper than asked."""
     def macs(m):
         return count(m, multiple)["effective_macs" if multiple > 1 else "macs"]
     base = macs(model)
@@ -211,4 +223,25 @@ def prune_to_flops(model, target_flops: float, layer_weights: dict | None = None
         raise OptimizationError(f"cannot reach {target_flops:.0%} of the MACs{tile}: the least this model can keep "
                                 f"is {floor:.0%} (outputs, Reshape and similar layers are kept whole); raise "
                                 f"target_flops{' or set channel_multiple lower' if multiple > 1 else ''}")
+    if multiple > 1:
+        best = _give_back_tiles(model, best, target_flops, layer_weights, multiple, macs, base)
     return best
+
+
+def _give_back_tiles(model, best, target_flops, layer_weights, multiple, macs, base):
+    """Tile steps overshoot the target: give whole tiles back, the one that lands closest to it first."""
+    cand, frac, fraction = best
+    counts = {r: k for r, (k, _) in plan(model, fraction, layer_weights, multiple).items()}
+    sizes = {r: n for r, (_, n) in plan(model, 0.0).items()}
+    while True:
+        tries = []
+        for root, k in counts.items():
+            if k + multiple <= sizes[root]:
+                more = {**counts, root: k + multiple}
+                m = prune_filters(model, 0.0, counts=more)
+                f = macs(m) / base
+                if f <= target_flops:
+                    tries.append((f, root, m, more))
+        if not tries:
+            return cand, frac, fraction
+        frac, _, cand, counts = max(tries, key=lambda t: t[0])
