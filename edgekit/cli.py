@@ -43,13 +43,16 @@ def cmd_convert(args) -> int:
     from .pipeline import convert_for_device
     from .report_text import manifest_table
     m = convert_for_device(args.model, args.device, args.recipe or None, train=args.train,
-                           calibration=args.calibration, eval=args.eval, out=args.out, labels=args.labels)
+                           calibration=args.calibration, eval=args.eval, out=args.out, labels=args.labels,
+                           keep_going=args.keep_going)
     if args.json:
         _print_json(m.to_dict())
     else:
         print(manifest_table(m))
         print(f"\n{len(m.variants)} variants in {args.out}/ (manifest.json)")
-    return 0
+        for f in m.failed:
+            print(f"failed: {f['recipe']}: {f['error']}")
+    return 1 if m.failed else 0
 
 
 def cmd_inspect(args) -> int:
@@ -269,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="edgekit-out", help="output folder (default: edgekit-out)")
     s.add_argument("--labels", help="class names, one per line, in output order (default: the data's class "
                    "folders or a .npz 'classes' array); kept in the manifest for exports")
+    s.add_argument("--keep-going", action="store_true", help="a recipe that fails is listed in the manifest "
+                   "('failed') and the others are still built (exit 1)")
     s.add_argument("--json", action="store_true", help="print the manifest as JSON")
     s.set_defaults(func=cmd_convert)
 

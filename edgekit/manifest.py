@@ -52,6 +52,7 @@ class Manifest:
     edgekit_version: str
     schema_version: int = SCHEMA_VERSION
     labels: list[str] | None = None  # class names in output order (from --labels or the data's classes)
+    failed: list[dict] = field(default_factory=list)  # recipes that failed under keep_going: {recipe, error}
 
     def to_dict(self) -> dict:
         return asdict(self)

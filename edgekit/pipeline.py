@@ -14,7 +14,7 @@ from typing import Callable
 from . import __version__
 from .compat import device_problems, edgetpu_preflight
 from .data import Dataset, check_calibration, check_fits, check_labels, load_data, read_labels
-from .errors import ConfigError, DataError, OptimizationError
+from .errors import ConfigError, ConversionError, DataError, OptimizationError
 from .flatbuffer import parse_model
 from .manifest import Manifest, Variant
 from .profiles import DeviceProfile, Recipe, check_recipe_fits, load_profile, load_recipe
@@ -132,6 +132,8 @@ class _Optimizer:
         from ._tf import tf
         try:
             return self._apply(step, current, recipe)
+        except OptimizationError as e:  # ours: say which recipe and step
+            raise OptimizationError(f"recipe '{recipe.name}', step {step}: {e}") from e
         except (tf.errors.OpError, ValueError, RuntimeError, TypeError) as e:
             text = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise OptimizationError(f"recipe '{recipe.name}', step {step}: {text[:300]}") from e
@@ -245,7 +247,7 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
 
 def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | None = None, *, train=None,
                        calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr,
-                       reuse: bool = False, labels=None) -> Manifest:
+                       reuse: bool = False, labels=None, keep_going: bool = False) -> Manifest:
     """Build, validate and describe every variant of `model` for `device`; returns the manifest.
 
     `model` is a path (.keras / .h5 / SavedModel folder) or a tf_keras model (never modified).
@@ -253,6 +255,8 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     `recipes` are names, .yaml paths or `Recipe` objects.  With `reuse`, variants already in `out` from the same
     source model file and recipe settings are kept instead of being built again.  `labels` (a file with one class
     name per line, or a list) go into the manifest for exports; by default the data's class names, if it has any.
+    With `keep_going`, a recipe whose optimization or conversion fails is listed in the manifest's `failed` and
+    the others are still built (without it, the first failure stops the run and nothing is written).
     """
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
     chosen = [r if isinstance(r, Recipe) else load_recipe(r) for r in (recipes or profile.default_recipes)]
@@ -275,7 +279,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
         if ref_acc is not None:
             log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
         optimizer = _Optimizer(model, train, eval_data, log, ref_acc) if train is not None else None
-        variants = []
+        variants, failed = [], []
         previous = _reusable(out, source) if reuse else {}
         for recipe in chosen:
             label = f"[{profile.name}] {recipe.name}"
@@ -287,24 +291,22 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
                 variants.append(old)
                 log(f"{label}: reused  {old.bytes:,} bytes from the previous run (same source model and recipe)")
                 continue
-            converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
-            keras_acc = records[-1]["accuracy_after"] if records else ref_acc  # measured by the last step
-            from .convert.tflite import convert
-            t0 = time.perf_counter()
-            model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes)
-            secs = time.perf_counter() - t0
-            records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2),
-                            "bytes": len(model_bytes)})
-            log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})")
-            from .compress.flops import count
-            variants.append(_build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data,
-                                           records, log, label, count(plain)))
+            try:
+                variants.append(_build_one(recipe, profile, model, optimizer, ref_acc, calibration, eval_data,
+                                           work, log, label))
+            except (OptimizationError, ConversionError) as e:
+                if not keep_going:
+                    raise
+                failed.append({"recipe": recipe.name, "error": str(e)})
+                log(f"{label}: FAILED  {e}")
+        if failed and not variants:
+            raise OptimizationError(f"every recipe failed; first: {failed[0]['recipe']}: {failed[0]['error']}")
         manifest = Manifest(
             device=profile.name, device_profile=profile.to_dict(), source_model=source,
             reference_keras_accuracy=ref_acc,
             eval_data=None if eval_data is None else {"source": eval_data.source, "samples": len(eval_data)},
             variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            edgekit_version=__version__, labels=labels)
+            edgekit_version=__version__, labels=labels, failed=failed)
         manifest.write(work / "manifest.json")
         if out.exists():
             shutil.rmtree(out)
@@ -314,6 +316,22 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc, calibration, eval_data, work: Path,
+               log: Log, label: str) -> Variant:
+    """Optimize (reusing shared steps), convert and validate one recipe."""
+    from .compress.flops import count
+    from .convert.tflite import convert
+    converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
+    keras_acc = records[-1]["accuracy_after"] if records else ref_acc  # measured by the last step
+    t0 = time.perf_counter()
+    model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes)
+    secs = time.perf_counter() - t0
+    records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2), "bytes": len(model_bytes)})
+    log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})")
+    return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label,
+                          count(plain))
 
 
 def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:

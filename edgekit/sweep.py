@@ -18,14 +18,15 @@ GRID_SCHEMA = {
     "qat": Field(list, required=True, item=bool), "quantization": Field(list, required=True, item=str,
                                                                          choices=("float32", "float16", "dynamic",
                                                                                   "int8", "int16x8")),
+    "filters": Field(list),  # target_flops of structured filter pruning (0 or none: not pruned)
     "epochs": Field(dict, nested={"prune": Field(int, minimum=1), "cluster": Field(int, minimum=1),
-                                  "qat": Field(int, minimum=1)}),
+                                  "qat": Field(int, minimum=1), "filters": Field(int, minimum=1)}),
 }
 DEFAULT_GRID = {"prune": [0, 0.75], "clusters": ["none", 16], "qat": [False, True],
                 "quantization": ["float32", "dynamic", "int8"]}
 FULL_GRID_EXAMPLE = {"prune": [0, 0.5, 0.75, 0.9, "2:4"], "clusters": ["none", 16, 32], "qat": [False, True],
-                     "quantization": ["float32", "float16", "dynamic", "int8"],
-                     "epochs": {"prune": 4, "cluster": 3, "qat": 3}}
+                     "quantization": ["float32", "float16", "dynamic", "int8"], "filters": [0, 0.5],
+                     "epochs": {"prune": 4, "cluster": 3, "qat": 3, "filters": 6}}
 
 
 def load_grid(path: str | Path | None) -> dict:
@@ -39,6 +40,10 @@ def load_grid(path: str | Path | None) -> dict:
     for c in data["clusters"]:
         if not (c in ("none", None) or (isinstance(c, int) and not isinstance(c, bool) and 2 <= c <= 256)):
             raise ConfigError(f"{Path(path).name}: 'clusters' values are none or 2..256, got {c!r}")
+    for f in data.get("filters") or []:
+        if not (f in ("none", None, 0) or (isinstance(f, float) and 0.05 <= f < 1)):
+            raise ConfigError(f"{Path(path).name}: 'filters' values are none/0 or a target fraction of the MACs in "
+                              f"[0.05, 1), got {f!r}")
     return data
 
 
@@ -47,10 +52,12 @@ def grid_recipes(grid: dict, profile: DeviceProfile) -> list[Recipe]:
     epochs = grid.get("epochs") or {}
     io = "int8" if "int8" in profile.io_dtypes else profile.io_dtypes[0]
     recipes, seen = [], set()
-    for prune, clusters, qat, mode in itertools.product(grid["prune"], grid["clusters"], grid["qat"],
-                                                        grid["quantization"]):
+    for flops, prune, clusters, qat, mode in itertools.product(grid.get("filters") or [0], grid["prune"],
+                                                               grid["clusters"], grid["qat"], grid["quantization"]):
         if mode not in profile.quant_modes or (qat and mode != "int8"):
             continue
+        f = {"structure": "filters", "target_flops": float(flops), "epochs": epochs.get("filters", 6),
+             "channel_multiple": "device"} if flops not in ("none", None, 0) else None
         p = None
         if prune == "2:4":
             p = {"target": 0.5, "structure": "2:4", "schedule": "constant", "epochs": epochs.get("prune", 4)}
@@ -59,7 +66,8 @@ def grid_recipes(grid: dict, profile: DeviceProfile) -> list[Recipe]:
         c = {"clusters": int(clusters), "init": "kmeans++", "epochs": epochs.get("cluster", 3)} \
             if clusters not in ("none", None) else None
         q = {"epochs": epochs.get("qat", 3)} if qat else None
-        parts = [("p24" if prune == "2:4" else f"p{int(round(float(prune) * 100))}") if p else "",
+        parts = [f"f{int(round(float(flops) * 100))}" if f else "",
+                 ("p24" if prune == "2:4" else f"p{int(round(float(prune) * 100))}") if p else "",
                  f"c{clusters}" if c else "", "qat" if q else "", mode]
         name = "-".join(x for x in parts if x)
         if name in seen:
@@ -68,7 +76,7 @@ def grid_recipes(grid: dict, profile: DeviceProfile) -> list[Recipe]:
         io_here = io if mode == "int8" else "float32"
         post = ("edgetpu_compile",) if profile.edgetpu and mode == "int8" else ()
         recipes.append(Recipe(name=name, description=f"sweep grid: {name}", mode=mode, io=io_here, prune=p,
-                              cluster=c, qat=q, post=post, source="grid"))
+                              cluster=c, qat=q, post=post, source="grid", filters=f))
     if not recipes:
         raise ConfigError(f"the grid has no combination that {profile.name} can run "
                           f"(it takes {', '.join(profile.quant_modes)})")
@@ -79,7 +87,7 @@ def _convert_one(model, device, recipes, train, calibration, eval_data, out):
     """One device's variants (runs in a worker process when --jobs > 1)."""
     from .pipeline import convert_for_device
     return convert_for_device(model, device, recipes, train=train, calibration=calibration, eval=eval_data,
-                              out=out, reuse=True)
+                              out=out, reuse=True, keep_going=True)
 
 
 @dataclass
@@ -119,6 +127,9 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
         for p in profiles:
             manifests[p.name] = _convert_one(model, p.name, plan[p.name], train, calibration, eval, out / p.name)
     log(f"[sweep] converted in {time.perf_counter() - t0:.1f} s")
+    recipe_failures = [(d, f) for d, m in manifests.items() for f in m.failed]
+    for d, f in recipe_failures:
+        log(f"[sweep] {d}: recipe {f['recipe']} failed: {f['error']}")
 
     from .profiling.jobs import Settings, build_jobs, model_ref
     from .profiling.scheduler import Options, run_profile
@@ -147,5 +158,6 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
     from .report import write_report
     report, _ = write_report(store, out / "report")
     failed = sum(1 for r in rows if r["status"] != "ok")
-    return SweepResult(manifests=manifests, measurements=len(rows), failed=failed + len(progress.board_errors),
+    return SweepResult(manifests=manifests, measurements=len(rows),
+                       failed=failed + len(progress.board_errors) + len(recipe_failures),
                        decisions=decisions, report=report)

@@ -17,6 +17,9 @@ def test_grid_respects_device_rules():
     assert by["p90-c32-qat-int8"].qat_scheme == "PCQAT" and by["p24-int8"].prune["structure"] == "2:4"
     coral = grid_recipes(DEFAULT_GRID, load_profile("coral-usb"))
     assert coral and all(r.mode == "int8" and r.post == ("edgetpu_compile",) for r in coral)
+    f50 = by["f50-p75-c16-qat-int8"]  # filter pruning first, then the rest, at the device's channel tile
+    assert f50.steps == ("filters", "prune", "cluster", "qat") and f50.filters["target_flops"] == 0.5
+    assert f50.filters["channel_multiple"] == "device" and not by["int8"].filters
 
 
 def test_bad_grid_file(tmp_path):
@@ -26,6 +29,9 @@ def test_bad_grid_file(tmp_path):
         load_grid(bad)
     bad.write_text("prune: [0]\nclusters: [none]\nqat: [false]\nquantization: [int4]\n")
     with pytest.raises(ConfigError, match="allowed: float32"):
+        load_grid(bad)
+    bad.write_text("prune: [0]\nclusters: [none]\nqat: [false]\nquantization: [int8]\nfilters: [0, 2]\n")
+    with pytest.raises(ConfigError, match="'filters' values are none/0 or a target fraction"):
         load_grid(bad)
     bad.write_text("prune: [0]\nclusters: [none]\nqat: [false]\nquantization: [float32]\n")
     with pytest.raises(ConfigError, match="no combination that coral-usb can run"):
