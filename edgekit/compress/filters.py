@@ -145,11 +145,9 @@ def keep_count(n: int, fraction: float, multiple: int = 1) -> int:
     return min(n, max(multiple, int(round(n * (1 - f) / multiple)) * multiple))
 
 
-def plan(model, fractions: dict | float, layer_weights: dict | None = None, multiple: int = 1) -> dict:
-    """{group root: (channels kept, channels)} for every prunable channel group (see `prune_filters`)."""
-    _, groups, _, _ = analyse(model)
+def _counts(groups, imp: dict, fractions, layer_weights, multiple) -> dict:
     out = {}
-    for root, scores in _importance(model, groups).items():
+    for root, scores in imp.items():
         if root in groups.frozen:
             continue
         f = fractions if isinstance(fractions, (int, float)) else fractions.get(root, 0.0)
@@ -157,6 +155,12 @@ def plan(model, fractions: dict | float, layer_weights: dict | None = None, mult
             f *= min(layer_weights.get(m, 1.0) for m in groups.members[root])
         out[root] = (keep_count(len(scores), f, multiple), len(scores))
     return out
+
+
+def plan(model, fractions: dict | float, layer_weights: dict | None = None, multiple: int = 1) -> dict:
+    """{group root: (channels kept, channels)} for every prunable channel group (see `prune_filters`)."""
+    _, groups, _, _ = analyse(model)
+    return _counts(groups, _importance(model, groups), fractions, layer_weights, multiple)
 
 
 def prune_filters(model, fractions: dict | float, layer_weights: dict | None = None, multiple: int = 1,
@@ -167,7 +171,7 @@ def prune_filters(model, fractions: dict | float, layer_weights: dict | None = N
     kept}) overrides all of that."""
     layers, groups, spec_of, input_spec = analyse(model)
     imp = _importance(model, groups)
-    counts = counts or {r: k for r, (k, _) in plan(model, fractions, layer_weights, multiple).items()}
+    counts = counts or {r: k for r, (k, _) in _counts(groups, imp, fractions, layer_weights, multiple).items()}
     keep = {root: np.sort(np.argsort(-imp[root], kind="stable")[:k]) for root, k in counts.items()}
 
     def replace(layer, ins):
