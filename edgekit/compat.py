@@ -127,7 +127,33 @@ def device_problems(info: ModelInfo, profile: DeviceProfile) -> tuple[list[str],
         problems.append(f"model is {info.bytes} bytes, over {profile.name}'s {profile.max_model_bytes}")
     if profile.edgetpu:
         problems += [p for p in edgetpu_preflight(info).problems if p not in problems]
+    else:
+        off = tile_waste(info, profile)
+        if off:
+            warnings.append(off)
     return problems, warnings
+
+
+def tile_waste(info: ModelInfo, profile: DeviceProfile, least: float = 0.1) -> str | None:
+    """A note when int8 layers wider than the device's kernel channel tile leave over `least` of their last tiles
+    idle (they cost what the rounded-up width costs); filter pruning at the device's tile avoids that."""
+    from .compress.kernels import resolve
+    tile = resolve(profile.channel_multiple)
+    if tile <= 1:
+        return None
+    fixed = {t.shape[-1] for t in info.outputs if t.shape}  # a classifier's width is the task's class count
+    off = []
+    for w in info.weights:
+        if w.dtype == "int8" and w.channels > tile and w.channels % tile and w.channels not in fixed:
+            padded = -(-w.channels // tile) * tile
+            if (padded - w.channels) / padded > least:
+                off.append((w, padded))
+    if not off:
+        return None
+    w, padded = max(off, key=lambda p: p[1] - p[0].channels)
+    return (f"{len(off)} int8 layer(s) are off {profile.name}'s {tile}-channel kernel tile (e.g. {w.op} "
+            f"{w.name!r}: {w.channels} channels cost what {padded} do); filter pruning with channel_multiple: "
+            f"device keeps widths on the tile")
 
 
 def describe(info: ModelInfo, profile: DeviceProfile | None) -> dict:

@@ -48,6 +48,7 @@ class WeightInfo:
     size: int
     zeros: int
     max_unique_per_channel: int
+    channels: int = 0  # output channels (depthwise: channels)
 
     @property
     def sparsity(self) -> float:
@@ -137,8 +138,9 @@ def _weight_info(model, raw, t, op_name, type_names) -> WeightInfo | None:
     moved = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
     uniq = max(len(np.unique(row)) for row in moved) if moved.size else 0
     name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+    channels = int(arr.shape[-1] if op_name == "DEPTHWISE_CONV_2D" else arr.shape[0])
     return WeightInfo(name=name, op=op_name, dtype=dtype.lower(), size=int(arr.size), zeros=zeros,
-                      max_unique_per_channel=int(uniq))
+                      max_unique_per_channel=int(uniq), channels=channels)
 
 
 def read_model(path: str | Path) -> ModelInfo:

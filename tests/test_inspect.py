@@ -59,3 +59,21 @@ def test_corrupt_tflite_is_a_one_line_error(int8_path, tmp_path, damage):
 
 def test_missing_tflite_is_a_one_line_error(tmp_path):
     assert_one_line_error(run_cli("inspect", tmp_path / "nope.tflite"), "no such file")
+
+
+def test_inspect_notes_layers_off_the_device_channel_tile(tmp_path):
+    import numpy as np
+    from edgekit._tf import keras
+    from edgekit.convert.tflite import convert
+    from edgekit.data import Dataset
+    paths = {}
+    for width in (20, 24):  # rpi4's int8 tile is 8: 20 channels cost what 24 do, 24 fill their tiles
+        inp = keras.Input((8, 8, 3))
+        model = keras.Model(inp, keras.layers.Conv2D(4, 1)(keras.layers.Conv2D(width, 3)(inp)))
+        cal = Dataset(np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32), None, "random")
+        paths[width] = tmp_path / f"w{width}.tflite"
+        paths[width].write_bytes(convert(model, "int8", "int8", cal))
+    off = json.loads(run_cli("inspect", paths[20], "--device", "rpi4", "--json").stdout)["device"]["warnings"]
+    assert any("off rpi4's 8-channel kernel tile" in w and "20 channels cost what 24 do" in w for w in off), off
+    on = json.loads(run_cli("inspect", paths[24], "--device", "rpi4", "--json").stdout)["device"]["warnings"]
+    assert not any("kernel tile" in w for w in on), on
