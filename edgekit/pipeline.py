@@ -340,7 +340,8 @@ def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:
     if not recipe.filters or tile != "device":
         return recipe
     from .compress.kernels import resolve
-    return dataclasses.replace(recipe, filters={**recipe.filters, "channel_multiple": resolve(profile.channel_multiple)})
+    return dataclasses.replace(recipe, filters={**recipe.filters,
+                                                "channel_multiple": resolve(profile.channel_multiple)})
 
 
 def _source_sha(path: Path) -> str:
