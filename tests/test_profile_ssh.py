@@ -117,6 +117,39 @@ def test_wrong_client_key_is_refused(tmp_path, board, models):
     assert "authentication failed" in line
 
 
+def test_ssh_agent_key_is_used_when_no_identity_is_given(tmp_path, board, models):
+    import shutil
+    if not shutil.which("ssh-agent"):
+        pytest.skip("ssh-agent (openssh-client) is not installed")
+    common = setup(tmp_path, board)
+    inv = yaml.safe_load((tmp_path / "boards.yaml").read_text())
+    del inv["boards"][0]["identity"]  # only the agent holds the board's key
+    (tmp_path / "boards.yaml").write_text(yaml.safe_dump(inv))
+    home = tmp_path / "home"  # no ~/.ssh keys to fall back on
+    home.mkdir()
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        env = {"HOME": str(home), "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", str(board.client_key)], env={**os.environ, **env}, check=True,
+                       capture_output=True)
+        proc = profile(models[0], "--board", "pi1", "--threads", "1", "--runs", "5", "--json", *common, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert [r["status"] for r in json.loads(proc.stdout)["measurements"]] == ["ok"]
+        without = profile(models[0], "--board", "pi1", "--threads", "1", "--runs", "5", "--force", *common,
+                          env={"HOME": str(home), "SSH_AUTH_SOCK": str(tmp_path / "no-agent")})
+        (line,) = errors(without)  # refused at once, not retried: a missing key is not a network problem
+        assert without.returncode == 2 and "authentication failed" in line and "no key to offer" in line
+        assert "attempts" not in line
+    finally:
+        agent.kill()
+        agent.wait()
+
+
 def test_unreachable_board(tmp_path, models):
     from loopback_board import free_port
     inv = tmp_path / "boards.yaml"

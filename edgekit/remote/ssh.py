@@ -80,6 +80,13 @@ class SSHConnection:
         except paramiko.AuthenticationException as e:
             client.close()
             raise TrustError(f"board {name}: authentication failed for {where} ({e})") from None
+        except paramiko.SSHException as e:
+            client.close()
+            if "no authentication methods" not in str(e).lower():
+                raise ConnectError(f"board {name}: cannot connect to {where}: {e or type(e).__name__}") from None
+            raise TrustError(f"board {name}: authentication failed for {where}: no key to offer (set 'identity' "
+                             f"in boards.yaml or --identity, load the key into ssh-agent, or use --ask-password)"
+                             ) from None
         except (OSError, socket.timeout, paramiko.SSHException, EOFError) as e:
             client.close()
             raise ConnectError(f"board {name}: cannot connect to {where}: {e or type(e).__name__}") from None
