@@ -214,7 +214,7 @@ def test_board_killed_mid_run_is_recorded_and_resumed(tmp_path, models):
     b1 = LoopbackBoard(tmp_path / "b1").start()
     b2 = LoopbackBoard(tmp_path / "b2", client_key=b1.client_key).start()
     common = setup(tmp_path, b1, b2)
-    args = [*models, "--all-boards", "--threads", "1", "--runs", "5", "--min-seconds", "2", "--retries", "1",
+    args = [*models, "--all-boards", "--threads", "1", "--runs", "5", "--warmup", "300000", "--retries", "1",
             *common]
     from edgekit.store import Store
     try:

@@ -4,6 +4,10 @@
 Self-contained on purpose: it is copied to boards and run with their Python (>= 3.7) with only numpy and
 whichever of ai_edge_litert, tflite_runtime, tensorflow.lite is installed. Do not import edgekit here.
 Exit codes: 0 measured, 3 could not measure (the JSON says why), 2 bad arguments.
+
+`--batch JSON` (a list of argument lists, one per model) measures many models in one start-up: the runtime is
+imported once, each model runs in a forked child (its own peak memory, a crash or hang stays its own, killed after
+`--job-timeout` seconds), and one JSON line per model is printed, with "job": its index, as soon as it is done.
 """
 import argparse
 import glob
@@ -301,6 +305,84 @@ def measure(args):
                          "runs": args.runs, "min_seconds": args.min_seconds, "input": args.input}}
 
 
+def safe_measure(args):
+    try:
+        return measure(args)
+    except Failure as e:
+        return {"status": "error", "error": str(e)}
+    except Exception as e:  # report, never a bare traceback on the board
+        return {"status": "error", "error": "%s: %s" % (type(e).__name__, e)}
+
+
+def _die_with(parent):
+    """Linux: end this child when the runner ends (killed by edgekit on Ctrl-C or timeout)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:  # not Linux: the child finishes its one model
+        pass
+    if os.getppid() != parent:  # the runner ended before prctl took effect
+        os._exit(0)
+
+
+def _in_child(args, timeout):
+    """measure() in a forked child: the parent's imports are shared, the child's memory and fate are its own."""
+    import select
+    import signal
+    r, w = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        _die_with(parent)
+        try:
+            data = json.dumps(safe_measure(args)).encode()
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks, deadline = [], (time.monotonic() + timeout) if timeout else None
+    try:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return {"status": "error", "error": "timed out after %g s" % timeout, "timeout": True}
+            ready, _, _ = select.select([r], [], [], left)
+            if ready:
+                block = os.read(r, 1 << 16)
+                if not block:
+                    break
+                chunks.append(block)
+    finally:
+        os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if not chunks:
+        why = ("signal %d" % os.WTERMSIG(status)) if os.WIFSIGNALED(status) else ("exit %d" % os.WEXITSTATUS(status))
+        return {"status": "error", "error": "the measurement process died (%s)" % why}
+    return json.loads(b"".join(chunks).decode())
+
+
+def run_batch(ap, batch, job_timeout):
+    """One JSON line per job, printed as each finishes."""
+    jobs = [ap.parse_args(argv) for argv in json.loads(batch)]
+    if jobs and jobs[0].runtime != "tensorflow":
+        try:
+            load_runtime(jobs[0].runtime)  # import once: every forked child starts with it loaded
+        except Failure:
+            pass  # each job reports it
+    fork = hasattr(os, "fork") and not any(j.runtime == "tensorflow" for j in jobs) and \
+        "tensorflow" not in sys.modules  # never fork a process that imported TensorFlow (its threads)
+    for index, args in enumerate(jobs):
+        result = _in_child(args, job_timeout) if fork else safe_measure(args)
+        result["job"] = index
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
 def probe(_args):
     runtimes = find_runtimes()
     return {"status": "ok", "runtimes": runtimes, "fingerprint": fingerprint(),
@@ -324,13 +406,16 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-temp", type=float, default=None)
     ap.add_argument("--cool-wait", type=float, default=0.0)
+    ap.add_argument("--batch", help="JSON list of argument lists: measure each (see the module docstring)")
+    ap.add_argument("--job-timeout", type=float, default=0.0, help="with --batch: seconds per model (0: none)")
     args = ap.parse_args(argv)
+    if args.batch:
+        return run_batch(ap, args.batch, args.job_timeout)
     if not args.probe and not args.model:
         ap.error("--model is required unless --probe")
+    result = {"status": "error", "error": "unknown"}
     try:
-        result = probe(args) if args.probe else measure(args)
-    except Failure as e:
-        result = {"status": "error", "error": str(e)}
+        result = probe(args) if args.probe else safe_measure(args)
     except Exception as e:  # report, never a bare traceback on the board
         result = {"status": "error", "error": "%s: %s" % (type(e).__name__, e)}
     sys.stdout.write(json.dumps(result) + "\n")

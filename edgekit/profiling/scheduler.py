@@ -31,6 +31,7 @@ class Options:
     connect_timeout: float = 10.0
     lock_dir: str | None = None
     lock_timeout: float = 3600.0
+    batch: int = 16  # jobs per runner start-up (results still stream in one by one)
 
 
 def _now() -> str:
@@ -126,20 +127,55 @@ class BoardWorker:
             except Exception:  # noqa: BLE001 - best effort while stopping
                 pass
 
-    def _measure(self, job: Job) -> tuple[str, str | None, dict | None]:
-        session = self._connect()
+    def _precheck(self, session: BoardSession, job: Job) -> str | None:
+        """Why this job cannot run on the board (no runtime, ops its runtime cannot load), or None."""
         rt = session.runtime
         if rt is None:
-            return "failed", f"no TFLite runtime on {self.board.name} (ai_edge_litert, tflite_runtime or " \
-                             f"tensorflow) for {self.board.python}", None
+            return f"no TFLite runtime on {self.board.name} (ai_edge_litert, tflite_runtime or tensorflow) for " \
+                   f"{self.board.python}"
         if rt.get("version"):
             problem = runtime_problem(job.model.info, Runtime(rt["name"], rt["version"]))
             if problem:
-                return "failed", f"not run: {problem}", None
-        result = session.measure(job, load_profile(self.board.profile), self.opts.timeout)
+                return f"not run: {problem}"
+        return None
+
+    @staticmethod
+    def _outcome(result: dict) -> tuple[str, str | None]:
         if result.get("status") != "ok":
-            return "failed", f"runner: {result.get('error', 'unknown error')}", result
-        return "ok", None, result
+            return "failed", f"runner: {result.get('error', 'unknown error')}"
+        return "ok", None
+
+    def _run_batch(self, store: Store, batch: list[Job], tries: dict) -> set[str]:
+        """Measure `batch` in one runner start-up, recording each result as it streams in; returns the keys
+        finished (recorded).  Connection problems propagate; what was recorded stays recorded."""
+        session = self._connect()
+        finished, runnable, damaged = set(), [], []
+        for job in batch:
+            problem = self._precheck(session, job)
+            if problem:
+                self._record(store, job, _now(), "failed", problem, None, tries.get(job.key, 0) + 1)
+                finished.add(job.key)
+            else:
+                runnable.append(job)
+        mark = [_now()]
+
+        def on_result(job: Job, result: dict) -> None:
+            if result.get("hash_mismatch"):  # damaged on the board: the single path uploads it again, once
+                damaged.append(job)
+                return
+            status, error = self._outcome(result)
+            self._record(store, job, mark[0], status, error, result, tries.get(job.key, 0) + 1)
+            finished.add(job.key)
+            mark[0] = _now()
+        if runnable:
+            session.measure_batch(runnable, load_profile(self.board.profile), self.opts.timeout, on_result)
+        for job in damaged:
+            started = _now()
+            result = session.measure(job, load_profile(self.board.profile), self.opts.timeout)
+            status, error = self._outcome(result)
+            self._record(store, job, started, status, error, result, tries.get(job.key, 0) + 1)
+            finished.add(job.key)
+        return finished
 
     def run(self) -> None:
         try:
@@ -152,40 +188,45 @@ class BoardWorker:
             self.emit({"event": "board_done", "board": self.board.name, "bytes_uploaded": self.bytes_uploaded})
 
     def _run_jobs(self, store: Store) -> None:
-        unreachable: str | None = None
+        todo = []
         for job in self.jobs:
-            if self.stop.is_set():
-                return
             if not self.opts.force and store.done(job.key):
                 self.emit({"event": "skipped", "job": job.label(), "board": self.board.name})
+            else:
+                todo.append(job)
+        tries: dict[str, int] = {}  # failed runs each job was part of
+        while todo and not self.stop.is_set():
+            batch = todo[:self.opts.batch]
+            try:
+                done = self._run_batch(store, batch, tries)
+                todo = [j for j in todo if j.key not in done]
                 continue
-            started = _now()
-            if unreachable:
-                self._record(store, job, started, "failed", unreachable, None, 0)
-                continue
-            attempts = 0
-            while True:
-                attempts += 1
-                try:
-                    status, error, result = self._measure(job)
-                    self._record(store, job, started, status, error, result, attempts)
-                    break
-                except TrustError as e:  # host key / auth problems are never retried
-                    unreachable = str(e)
-                    self._record(store, job, started, "failed", unreachable, None, attempts)
-                    break
-                except (ConnectError, RemoteError) as e:
-                    self._drop()
-                    if attempts > self.opts.retries or self.stop.is_set():
-                        reason = f"{e} (after {attempts} attempts)"
-                        if isinstance(e, ConnectError):
-                            unreachable = reason
-                        self._record(store, job, started, "failed", reason, None, attempts)
-                        break
+            except TrustError as e:  # host key / auth problems are never retried
+                head, unreachable, attempts = todo[0], str(e), tries.get(todo[0].key, 0) + 1
+            except (ConnectError, RemoteError) as e:
+                self._drop()
+                done = {r["settings_key"] for r in self.results}
+                todo = [j for j in todo if j.key not in done]
+                if not todo:
+                    return
+                for job in todo[:self.opts.batch]:
+                    tries[job.key] = tries.get(job.key, 0) + 1
+                head, attempts = todo[0], tries[todo[0].key]
+                if attempts <= self.opts.retries and not self.stop.is_set():
                     delay = self.opts.backoff * 2 ** (attempts - 1)
-                    self.emit({"event": "retry", "job": job.label(), "board": self.board.name,
+                    self.emit({"event": "retry", "job": head.label(), "board": self.board.name,
                                "message": f"{e}; retrying in {delay:.0f} s"})
                     self.stop.wait(delay)
+                    continue
+                unreachable = f"{e} (after {attempts} attempts)"
+                if not isinstance(e, ConnectError):  # the board answers: give up on this job only
+                    self._record(store, head, _now(), "failed", unreachable, None, attempts)
+                    todo = todo[1:]
+                    continue
+            self._record(store, head, _now(), "failed", unreachable, None, attempts)
+            for job in todo[1:]:  # the board cannot be reached: the rest fail without trying
+                self._record(store, job, _now(), "failed", unreachable, None, 0)
+            return
 
     def _record(self, store, job, started, status, error, result, attempts) -> None:
         if status != "ok" and self.stop.is_set():

@@ -85,8 +85,8 @@ class BoardSession:
             found = [r for r in found if r["module"] == self.board.runtime]
         return found[0] if found else None
 
-    def measure(self, job, profile, timeout: float) -> dict:
-        """Deploy the model (content-addressed) and run the runner once; returns its JSON result."""
+    def job_args(self, job, profile) -> list[str]:
+        """Deploy the model (and input), content-addressed; the runner's arguments for this job."""
         s = job.settings
         remote_model = self.ensure(job.model.path, job.model.info.sha256, ".tflite")
         args = ["--model", remote_model, "--expect-sha256", job.model.info.sha256, "--threads", str(job.threads),
@@ -97,6 +97,37 @@ class BoardSession:
         if profile.thermal.get("max_temp_c") is not None:
             args += ["--max-temp", str(profile.thermal["max_temp_c"]),
                      "--cool-wait", str(profile.thermal.get("cool_down_s", 0))]
+        return args
+
+    def measure_batch(self, jobs: list, profile, timeout: float, on_result) -> None:
+        """Measure `jobs` in one runner start-up; `on_result(job, result)` as each finishes (streamed).  Each job
+        may take `timeout` seconds on the board.  Raises RemoteError if the runner stops before the last one."""
+        argvs = [["--runtime", self.board.runtime, *self.job_args(job, profile)] for job in jobs]
+        got: set[int] = set()
+
+        def line(text: str) -> None:
+            text = text.strip()
+            if not text.startswith("{"):
+                return
+            try:
+                result = json.loads(text)
+            except json.JSONDecodeError:
+                return
+            index = result.pop("job", None)
+            if isinstance(index, int) and 0 <= index < len(jobs) and index not in got:
+                got.add(index)
+                on_result(jobs[index], result)
+        res = self.conn.run([self.board.python, self.runner, "--batch", json.dumps(argvs), "--job-timeout",
+                             str(timeout)], timeout=timeout * len(jobs) + 60, on_line=line)
+        if len(got) < len(jobs):
+            tail = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:200]
+            raise RemoteError(f"board {self.board.name}: the runner stopped after {len(got)} of {len(jobs)} "
+                              f"models ({tail})")
+
+    def measure(self, job, profile, timeout: float) -> dict:
+        """Deploy the model (content-addressed) and run the runner once; returns its JSON result."""
+        args = self.job_args(job, profile)
+        remote_model = args[1]
         result = self.run_runner(args, timeout=timeout)
         if result.get("hash_mismatch"):  # damaged on the board: upload again, once
             self.forget(remote_model)
@@ -147,6 +178,10 @@ class AdbSession:
         argv = benchmark_argv(self.binary, remote_model, job.threads, s.warmup, s.runs, s.min_seconds, s.delegate)
         res = self.conn.run(argv, timeout=timeout)
         return parse_benchmark_output(res.stdout + "\n" + res.stderr)
+
+    def measure_batch(self, jobs: list, profile, timeout: float, on_result) -> None:
+        for job in jobs:  # benchmark_model runs one model per start
+            on_result(job, self.measure(job, profile, timeout))
 
     def close(self) -> None:
         self.conn.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 @dataclass
@@ -20,7 +20,9 @@ class Connection(Protocol):
     name: str
     bytes_uploaded: int
 
-    def run(self, argv: list[str], timeout: float | None = None) -> Result: ...
+    def run(self, argv: list[str], timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> Result:
+        """`on_line` gets each complete line of standard output as it arrives (results stream in)."""
 
     def put(self, local: Path, remote: str) -> int: ...
 
@@ -31,6 +33,21 @@ class Connection(Protocol):
     def home(self) -> str: ...
 
     def close(self) -> None: ...
+
+
+class LineSplitter:
+    """Feed raw output; calls `on_line` with each complete line (decoded) as it arrives."""
+
+    def __init__(self, on_line: Callable[[str], None] | None):
+        self.on_line, self.pending = on_line, b""
+
+    def feed(self, data: bytes) -> None:
+        if self.on_line is None:
+            return
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            self.on_line(line.decode("utf-8", "replace"))
 
 
 def quote_argv(argv: list[str]) -> str:

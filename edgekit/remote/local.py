@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 from ..errors import ProfileTimeout, RemoteError
-from .base import Result
+from .base import LineSplitter, Result
 
 
 class LocalConnection:
@@ -17,22 +19,39 @@ class LocalConnection:
         self.bytes_uploaded = 0
         self._running: set[subprocess.Popen] = set()
 
-    def run(self, argv: list[str], timeout: float | None = None) -> Result:
+    def run(self, argv: list[str], timeout: float | None = None, on_line=None) -> Result:
         try:
-            proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
+            proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as e:
             raise RemoteError(f"{self.name}: cannot run {argv[0]}: {e.strerror}") from e
         self._running.add(proc)
+        out, err, lines = bytearray(), bytearray(), LineSplitter(on_line)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ, out)
+        sel.register(proc.stderr, selectors.EVENT_READ, err)
         try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            proc.kill()
-            proc.communicate()
-            raise ProfileTimeout(f"{self.name}: command timed out after {timeout:.0f} s") from e
+            while sel.get_map():
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    proc.kill()
+                    proc.wait()
+                    raise ProfileTimeout(f"{self.name}: command timed out after {timeout:.0f} s")
+                for key, _ in sel.select(wait):
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        continue
+                    key.data.extend(data)
+                    if key.data is out:
+                        lines.feed(data)
+            proc.wait()
         finally:
             self._running.discard(proc)
-        return Result(proc.returncode, out, err)
+            sel.close()
+            proc.stdout.close()
+            proc.stderr.close()
+        return Result(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
     def put(self, local: Path, remote: str) -> int:
         tmp = f"{remote}.tmp-{uuid.uuid4().hex[:8]}"

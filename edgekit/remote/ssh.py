@@ -12,7 +12,7 @@ from pathlib import Path
 import paramiko
 
 from ..errors import ConnectError, ProfileTimeout, RemoteError, TrustError
-from .base import Result, quote_argv
+from .base import LineSplitter, Result, quote_argv
 
 
 class _UnknownHost(Exception):
@@ -93,19 +93,21 @@ class SSHConnection:
         self.client = client
 
     # -- commands ---------------------------------------------------------------------------------
-    def run(self, argv: list[str], timeout: float | None = None) -> Result:
+    def run(self, argv: list[str], timeout: float | None = None, on_line=None) -> Result:
         command = quote_argv(argv)
         try:
             chan = self.client.get_transport().open_session()
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as e:
             raise RemoteError(f"board {self.name}: connection lost ({e or type(e).__name__})") from None
-        out, err = bytearray(), bytearray()
+        out, err, lines = bytearray(), bytearray(), LineSplitter(on_line)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:  # block in select (no busy polling: boards may share this machine's cores)
                 if chan.recv_ready():
-                    out += chan.recv(65536)
+                    data = chan.recv(65536)
+                    out += data
+                    lines.feed(data)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
                 elif chan.exit_status_ready() or chan.closed:
@@ -119,7 +121,9 @@ class SSHConnection:
                         raise ProfileTimeout(f"board {self.name}: command timed out after {timeout:.0f} s")
                     select.select([chan], [], [], wait)
             while chan.recv_ready():
-                out += chan.recv(65536)
+                data = chan.recv(65536)
+                out += data
+                lines.feed(data)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
         except (OSError, EOFError, paramiko.SSHException) as e:
