@@ -73,6 +73,22 @@ def test_runner_reports_missing_runtime_as_json():
     assert "no TFLite runtime found" in json.loads(proc.stdout)["error"]
 
 
+def test_runner_batch_streams_one_line_per_model_and_isolates_failures(rpi4_manifest):
+    out = rpi4_manifest[1]
+    jobs = [["--model", str(out / "int8.tflite"), "--runs", "5"],
+            ["--model", str(out / "missing.tflite"), "--expect-sha256", "00"],
+            ["--model", str(out / "int8.tflite"), "--runs", "5", "--warmup", "50000000"],  # hangs: killed
+            ["--model", str(out / "fp32.tflite"), "--runs", "7"]]
+    proc = subprocess.run([sys.executable, str(RUNNER), "--batch", json.dumps(jobs), "--job-timeout", "3"],
+                          capture_output=True, text=True, timeout=120)
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    assert [r["job"] for r in lines] == [0, 1, 2, 3]
+    assert [r["status"] for r in lines] == ["ok", "error", "error", "ok"]
+    assert "missing" in lines[1]["error"] and lines[2]["timeout"] and "timed out after 3 s" in lines[2]["error"]
+    assert lines[0]["stats"]["n"] == 5 and lines[3]["stats"]["n"] == 7
+    assert lines[3]["peak_rss_kb"] > 0
+
+
 def test_runner_input_npy_and_min_seconds(tmp_path, rpi4_manifest):
     import numpy as np
     npy = tmp_path / "in.npy"
