@@ -35,19 +35,23 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-class LineSplitter:
-    """Feed raw output; calls `on_line` with each complete line (decoded) as it arrives."""
+class Output:
+    """A command's output as it arrives: kept whole, and each complete line handed to `on_line` (if given)."""
 
-    def __init__(self, on_line: Callable[[str], None] | None):
-        self.on_line, self.pending = on_line, b""
+    def __init__(self, on_line: Callable[[str], None] | None = None):
+        self.data, self.on_line, self.pending = bytearray(), on_line, b""
 
     def feed(self, data: bytes) -> None:
+        self.data += data
         if self.on_line is None:
             return
         self.pending += data
         *lines, self.pending = self.pending.split(b"\n")
         for line in lines:
             self.on_line(line.decode("utf-8", "replace"))
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
 
 
 def quote_argv(argv: list[str]) -> str:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import ProfileTimeout, RemoteError
-from .base import LineSplitter, Result
+from .base import Output, Result
 
 
 class LocalConnection:
@@ -25,7 +25,7 @@ class LocalConnection:
         except OSError as e:
             raise RemoteError(f"{self.name}: cannot run {argv[0]}: {e.strerror}") from e
         self._running.add(proc)
-        out, err, lines = bytearray(), bytearray(), LineSplitter(on_line)
+        out, err = Output(on_line), Output()
         deadline = None if timeout is None else time.monotonic() + timeout
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ, out)
@@ -42,16 +42,14 @@ class LocalConnection:
                     if not data:
                         sel.unregister(key.fileobj)
                         continue
-                    key.data.extend(data)
-                    if key.data is out:
-                        lines.feed(data)
+                    key.data.feed(data)
             proc.wait()
         finally:
             self._running.discard(proc)
             sel.close()
             proc.stdout.close()
             proc.stderr.close()
-        return Result(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        return Result(proc.returncode, out.text(), err.text())
 
     def put(self, local: Path, remote: str) -> int:
         tmp = f"{remote}.tmp-{uuid.uuid4().hex[:8]}"

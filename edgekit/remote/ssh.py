@@ -12,7 +12,7 @@ from pathlib import Path
 import paramiko
 
 from ..errors import ConnectError, ProfileTimeout, RemoteError, TrustError
-from .base import LineSplitter, Result, quote_argv
+from .base import Output, Result, quote_argv
 
 
 class _UnknownHost(Exception):
@@ -100,16 +100,14 @@ class SSHConnection:
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as e:
             raise RemoteError(f"board {self.name}: connection lost ({e or type(e).__name__})") from None
-        out, err, lines = bytearray(), bytearray(), LineSplitter(on_line)
+        out, err = Output(on_line), Output()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:  # block in select (no busy polling: boards may share this machine's cores)
                 if chan.recv_ready():
-                    data = chan.recv(65536)
-                    out += data
-                    lines.feed(data)
+                    out.feed(chan.recv(65536))
                 elif chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
+                    err.feed(chan.recv_stderr(65536))
                 elif chan.exit_status_ready() or chan.closed:
                     break
                 elif not self.client.get_transport().is_active():
@@ -121,18 +119,16 @@ class SSHConnection:
                         raise ProfileTimeout(f"board {self.name}: command timed out after {timeout:.0f} s")
                     select.select([chan], [], [], wait)
             while chan.recv_ready():
-                data = chan.recv(65536)
-                out += data
-                lines.feed(data)
+                out.feed(chan.recv(65536))
             while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
+                err.feed(chan.recv_stderr(65536))
         except (OSError, EOFError, paramiko.SSHException) as e:
             raise RemoteError(f"board {self.name}: connection lost ({e or type(e).__name__})") from None
         status = chan.recv_exit_status() if chan.exit_status_ready() else -1
         chan.close()
         if status == -1:
             raise RemoteError(f"board {self.name}: connection lost while running {argv[0]}")
-        return Result(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        return Result(status, out.text(), err.text())
 
     # -- files ------------------------------------------------------------------------------------
     @property
