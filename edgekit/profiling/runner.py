@@ -8,6 +8,8 @@ Exit codes: 0 measured, 3 could not measure (the JSON says why), 2 bad arguments
 `--batch JSON` (a list of argument lists, one per model) measures many models in one start-up: the runtime is
 imported once, each model runs in a forked child (its own peak memory, a crash or hang stays its own, killed after
 `--job-timeout` seconds), and one JSON line per model is printed, with "job": its index, as soon as it is done.
+With the full `tensorflow` package as the runtime the models run one after another in the runner itself
+(TensorFlow's threads make fork unsafe): no per-model memory or time limit there.
 """
 import argparse
 import glob
