@@ -6,8 +6,8 @@
 Models: the digits CNN (8x8), `residual` (BatchNorm + depthwise + residual blocks, width 32, 32x32 input) and
 `wide` (the same blocks, width 128, 16x16 input).  Per model: uniform vs sensitivity allocation vs sensitivity +
 distillation at 80% and 90% sparsity (+16 clusters + PCQAT, int8): accuracy drop and gzip ratio against the
-float32 .tflite; and structured filter pruning to 50% of the MACs (int8): accuracy drop, MACs, and latency
-against the unpruned int8 model measured on the `local` board.  Filter pruning keeps channel counts at multiples
+float32 .tflite; and structured filter pruning to 50% of the MACs (int8, fine-tuned on the labels, and with
+distillation): accuracy drop, MACs, and latency against the unpruned int8 model measured on the `local` board.  Filter pruning keeps channel counts at multiples
 of the `local` profile's int8 kernel tile (`channel_multiple: auto`, 64 on a CPU with AMX); `digits` and
 `residual` have no channel group wider than 64 (only 16-64 channels), so on such a CPU they are pruned at a tile
 of 8 instead (what an ARM board's kernels use) and the table shows what that buys here.
@@ -37,9 +37,9 @@ def recipes(tile):
                               prune={"target": target, "allocation": alloc, "schedule": "polynomial", "epochs": 4},
                               cluster={"clusters": 16, "init": "kmeans++", "epochs": 3}, qat={"epochs": 3},
                               distill=dist))
-    out.append(Recipe("filters-50", "filters", "int8", "int8",
-                      filters={"structure": "filters", "target_flops": 0.5, "epochs": 8, "channel_multiple": tile},
-                      distill=distill))
+    for label, dist in (("filters-50", None), ("filters+distill-50", distill)):
+        out.append(Recipe(label, "filters", "int8", "int8", distill=dist,
+                          filters={"structure": "filters", "target_flops": 0.5, "epochs": 8, "channel_multiple": tile}))
     return out
 
 
@@ -94,7 +94,7 @@ def run_model(name, model, arrays, epochs, work: Path, runs: int, rounds: int, t
             fast = {d: lat[("int8", d)] / lat[("filters-50", d)] for d in ("xnnpack", "none")}
             row[9] = f"{fast['xnnpack']:.2f}x / {fast['none']:.2f}x"
             row[10] = "ok" if fast["xnnpack"] >= 1.5 and drop <= 1.5 else "MISS"
-        elif v.name != "int8":
+        elif v.name != "int8" and not v.name.startswith("filters"):
             row[10] = "ok" if ratio >= 8 and drop <= 1.0 else "MISS"
         table.append(row)
     return ref, table
