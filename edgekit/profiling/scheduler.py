@@ -167,11 +167,12 @@ class BoardWorker:
             self._record(store, job, mark[0], status, error, result, tries.get(job.key, 0) + 1)
             finished.add(job.key)
             mark[0] = _now()
+        profile = load_profile(self.board.profile)
         if runnable:
-            session.measure_batch(runnable, load_profile(self.board.profile), self.opts.timeout, on_result)
+            session.measure_batch(runnable, profile, self.opts.timeout, on_result)
         for job in damaged:
             started = _now()
-            result = session.measure(job, load_profile(self.board.profile), self.opts.timeout)
+            result = session.measure(job, profile, self.opts.timeout)
             status, error = self._outcome(result)
             self._record(store, job, started, status, error, result, tries.get(job.key, 0) + 1)
             finished.add(job.key)
