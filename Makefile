@@ -17,13 +17,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The SSH tests run a real sshd on loopback; install it from Debian when missing and we are root.
+# tflite-support's native metadata module (the android export) links libusb-1.0, which slim images lack.
 sshd:
-	@if [ ! -x /usr/sbin/sshd ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing openssh-server for the SSH tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
-	  else echo "openssh-server is missing and we are not root: SSH tests will be skipped"; fi; \
-	fi
+	@missing=""; [ -x /usr/sbin/sshd ] || missing="openssh-server openssh-client"; \
+	  ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0 ' || missing="$$missing libusb-1.0-0"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "installing from Debian: $$missing (SSH tests, android export)"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing $$missing and we are not root: SSH tests / the android export test will be skipped"; fi; \
+	  fi
 
 # The report test renders the HTML in headless Chromium (Debian's package) when it is there.
 chromium:

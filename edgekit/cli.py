@@ -44,7 +44,7 @@ def cmd_convert(args) -> int:
     from .report_text import manifest_table
     m = convert_for_device(args.model, args.device, args.recipe or None, train=args.train,
                            calibration=args.calibration, eval=args.eval, out=args.out, labels=args.labels,
-                           keep_going=args.keep_going)
+                           keep_going=args.keep_going, overwrite=args.overwrite)
     if args.json:
         _print_json(m.to_dict())
     else:
@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "folders or a .npz 'classes' array); kept in the manifest for exports")
     s.add_argument("--keep-going", action="store_true", help="a recipe that fails is listed in the manifest "
                    "('failed') and the others are still built (exit 1)")
+    s.add_argument("--overwrite", action="store_true", help="write into an --out folder that also holds files "
+                   "edgekit did not write: only edgekit's own files (listed in its manifest) are replaced, the "
+                   "rest is kept")
     s.add_argument("--json", action="store_true", help="print the manifest as JSON")
     s.set_defaults(func=cmd_convert)
 

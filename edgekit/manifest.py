@@ -53,6 +53,7 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     labels: list[str] | None = None  # class names in output order (from --labels or the data's classes)
     failed: list[dict] = field(default_factory=list)  # recipes that failed under keep_going: {recipe, error}
+    files: list[str] = field(default_factory=list)  # every file edgekit wrote into the folder (its own, and only these)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
+from . import __version__, outdir
 from .compat import device_problems, edgetpu_preflight
 from .data import Dataset, check_calibration, check_fits, check_labels, load_data, read_labels
 from .errors import ConfigError, ConversionError, DataError, OptimizationError
@@ -92,17 +92,6 @@ def _preflight(model, recipes: list[Recipe], train, calibration) -> None:
                 cluster.preflight(model, cfg, preserve_sparsity=bool(r.prune))
             else:
                 qat.preflight(model)
-
-
-def _prepare_out(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
-        raise ConfigError(f"output folder {out} is not empty and holds no edgekit manifest; choose another --out")
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    return partial
 
 
 class _Optimizer:
@@ -247,7 +236,8 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
 
 def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | None = None, *, train=None,
                        calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr,
-                       reuse: bool = False, labels=None, keep_going: bool = False) -> Manifest:
+                       reuse: bool = False, labels=None, keep_going: bool = False,
+                       overwrite: bool = False) -> Manifest:
     """Build, validate and describe every variant of `model` for `device`; returns the manifest.
 
     `model` is a path (.keras / .h5 / SavedModel folder) or a tf_keras model (never modified).
@@ -257,8 +247,11 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     name per line, or a list) go into the manifest for exports; by default the data's class names, if it has any.
     With `keep_going`, a recipe whose optimization or conversion fails is listed in the manifest's `failed` and
     the others are still built (without it, the first failure stops the run and nothing is written).
+    `out` must be a folder of its own: one holding files edgekit did not write is refused unless `overwrite`,
+    and then only edgekit's own files (listed in its manifest) are replaced.
     """
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
+    out = outdir.check_out(out, overwrite)
     chosen = [r if isinstance(r, Recipe) else load_recipe(r) for r in (recipes or profile.default_recipes)]
     for r in chosen:
         check_recipe_fits(r, profile)
@@ -271,8 +264,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
         calibration = train.sample(200)
     labels = _labels(labels, source, train, eval_data)
     _preflight(model, chosen, train, calibration)
-    out = Path(out)
-    work = _prepare_out(out)
+    work = outdir.staging(out)
     try:
         log(f"[{profile.name}] {len(chosen)} variants: {', '.join(r.name for r in chosen)}")
         ref_acc = _keras_accuracy(model, eval_data)
@@ -307,14 +299,13 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
             eval_data=None if eval_data is None else {"source": eval_data.source, "samples": len(eval_data)},
             variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             edgekit_version=__version__, labels=labels, failed=failed)
+        manifest.files = outdir.written(work) + ["manifest.json"]
         manifest.write(work / "manifest.json")
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
+        outdir.install(work, out)
         log(f"[{profile.name}] done in {time.perf_counter() - t_start:.1f} s -> {out}/manifest.json")
         return manifest
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        outdir.discard(work)
         raise
 
 
