@@ -134,7 +134,10 @@ def cmd_profile(args) -> int:
         print(f"edgekit: error: {board}: {error}" + (f" ({n} measurements)" if n > 1 else ""), file=sys.stderr)
     for e in progress.board_errors:
         print(f"edgekit: error: {e}", file=sys.stderr)
-    return 2 if (failed or progress.board_errors) else 0
+    missing = progress.total - progress.done
+    if missing and not (failed or progress.board_errors):  # a board that did not measure never ends in exit 0
+        print(f"edgekit: error: {missing} of {progress.total} measurements were not taken", file=sys.stderr)
+    return 2 if (failed or progress.board_errors or missing) else 0
 
 
 def cmd_boards(args) -> int:
@@ -410,8 +413,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_to_stderr() -> None:
+    """The library logs through logging.getLogger("edgekit"); the command prints warnings as one line each."""
+    import logging
+    log = logging.getLogger("edgekit")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("edgekit: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return args.func(args)
     except EdgekitError as e:

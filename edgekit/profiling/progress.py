@@ -47,7 +47,8 @@ class Progress:
                 self._line(f"{prefix} {e['job']}: already in the store (use --force to measure again)")
             elif kind == "board_done":
                 self.uploaded[e["board"]] = e["bytes_uploaded"]
-                self._line(f"board {e['board']}: done, uploaded {e['bytes_uploaded']:,} bytes")
+                state = "stopped" if e.get("stopped") else "finished"
+                self._line(f"board {e['board']}: {state}, uploaded {e['bytes_uploaded']:,} bytes")
             elif kind == "board_error":
                 self.board_errors.append(f"{e['board']}: {e['message']}")  # printed in the final summary
             else:

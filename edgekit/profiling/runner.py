@@ -385,6 +385,21 @@ def run_batch(ap, batch, job_timeout):
     return 0
 
 
+def watch_stdin():
+    """End this runner (and, through PR_SET_PDEATHSIG, its model processes) when edgekit goes away: its side of
+    our stdin closes when the SSH session ends (Ctrl-C, edgekit killed, a timeout) or the local parent dies."""
+    import threading
+
+    def watch():
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os._exit(4)
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+
 def probe(_args):
     runtimes = find_runtimes()
     return {"status": "ok", "runtimes": runtimes, "fingerprint": fingerprint(),
@@ -410,7 +425,11 @@ def main(argv=None):
     ap.add_argument("--cool-wait", type=float, default=0.0)
     ap.add_argument("--batch", help="JSON list of argument lists: measure each (see the module docstring)")
     ap.add_argument("--job-timeout", type=float, default=0.0, help="with --batch: seconds per model (0: none)")
+    ap.add_argument("--watch-stdin", action="store_true", help="exit at once when standard input closes (edgekit "
+                    "keeps it open while it waits for us)")
     args = ap.parse_args(argv)
+    if args.watch_stdin:
+        watch_stdin()
     if args.batch:
         return run_batch(ap, args.batch, args.job_timeout)
     if not args.probe and not args.model:

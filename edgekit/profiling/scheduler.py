@@ -109,7 +109,8 @@ class BoardWorker:
         if self.session is None:
             self.session = open_session(
                 self.board, known_hosts=self.opts.known_hosts, accept_new_host=self.opts.accept_new_host,
-                ask_password=self.opts.ask_password, timeout=self.opts.connect_timeout)
+                ask_password=self.opts.ask_password, timeout=self.opts.connect_timeout,
+                command_timeout=self.opts.timeout)
         return self.session
 
     def _drop(self) -> None:
@@ -183,10 +184,23 @@ class BoardWorker:
             with BoardLock(self.board.name, self.opts.lock_dir, self.opts.lock_timeout, self.stop, self.emit):
                 self._run_jobs(Store(self.opts.store))
         except EdgekitError as e:
-            self.emit({"event": "board_error", "board": self.board.name, "message": str(e)})
+            self.emit({"event": "board_error", "board": self.board.name, "message": self.redact(str(e))})
+        except Exception as e:  # noqa: BLE001 - a bug must still end as a failure of this board, never a silent 0
+            self.emit({"event": "board_error", "board": self.board.name,
+                       "message": self.redact(f"internal error: {type(e).__name__}: {e}")})
         finally:
             self._drop()
-            self.emit({"event": "board_done", "board": self.board.name, "bytes_uploaded": self.bytes_uploaded})
+            self.emit({"event": "board_done", "board": self.board.name, "bytes_uploaded": self.bytes_uploaded,
+                       "stopped": self.stop.is_set()})
+
+    def redact(self, text: str | None) -> str | None:
+        """Key file paths never reach the store or the screen."""
+        if not text:
+            return text
+        ident = getattr(self.board, "identity", None)
+        for secret in {ident, str(Path(ident).expanduser()) if ident else None} - {None, ""}:
+            text = text.replace(secret, "<identity key>")
+        return text
 
     def _run_jobs(self, store: Store) -> None:
         todo = []
@@ -232,7 +246,7 @@ class BoardWorker:
     def _record(self, store, job, started, status, error, result, attempts) -> None:
         if status != "ok" and self.stop.is_set():
             return  # stopped by the user, not a board failure: a rerun measures it
-        row = _row(job, self.session, started, status, error, result, attempts)
+        row = _row(job, self.session, started, status, self.redact(error), result, attempts)
         row["id"] = store.add(row)
         self.results.append(row)
         self.emit({"event": status, "job": job.label(), "board": self.board.name, "row": row})

@@ -32,8 +32,11 @@ def parse_json_line(text: str, board: str) -> dict:
 
 
 class BoardSession:
-    def __init__(self, board: Board, conn):
+    def __init__(self, board: Board, conn, command_timeout: float = 60.0):
         self.board, self.conn = board, conn
+        self.command_timeout = command_timeout  # every remote wait obeys the user's --timeout
+        if hasattr(conn, "set_timeout"):
+            conn.set_timeout(command_timeout)
         home = conn.home()
         wd = board.workdir or ".cache/edgekit"
         self.cache = wd if wd.startswith("/") else f"{home.rstrip('/')}/{wd}"
@@ -49,10 +52,10 @@ class BoardSession:
                 raise RemoteError(f"board {board.name}: the runner on the board does not match after re-upload")
 
     @classmethod
-    def open(cls, board: Board, **connect_args) -> "BoardSession":
+    def open(cls, board: Board, command_timeout: float = 60.0, **connect_args) -> "BoardSession":
         conn = connect(board, **connect_args)
         try:
-            return cls(board, conn)
+            return cls(board, conn, command_timeout)
         except BaseException:
             conn.close()
             raise
@@ -71,7 +74,8 @@ class BoardSession:
         self.verified.discard(remote)
 
     def _probe(self) -> dict:
-        res = self.conn.run([self.board.python, self.runner, "--probe"], timeout=60)
+        res = self.conn.run([self.board.python, self.runner, "--probe", "--watch-stdin"],
+                            timeout=self.command_timeout)
         if res.returncode == 127 or (res.returncode != 0 and not res.stdout.strip()):
             raise RemoteError(f"board {self.board.name}: cannot run {self.board.python!r} "
                               f"({(res.stderr.strip().splitlines() or ['exit ' + str(res.returncode)])[-1]})")
@@ -117,8 +121,8 @@ class BoardSession:
             if isinstance(index, int) and 0 <= index < len(jobs) and index not in got:
                 got.add(index)
                 on_result(jobs[index], result)
-        res = self.conn.run([self.board.python, self.runner, "--batch", json.dumps(argvs), "--job-timeout",
-                             str(timeout)], timeout=timeout * len(jobs) + 60, on_line=line)
+        res = self.conn.run([self.board.python, self.runner, "--watch-stdin", "--batch", json.dumps(argvs),
+                             "--job-timeout", str(timeout)], timeout=timeout * (len(jobs) + 1), on_line=line)
         if len(got) < len(jobs):
             tail = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:200]
             raise RemoteError(f"board {self.board.name}: the runner stopped after {len(got)} of {len(jobs)} "
@@ -136,7 +140,7 @@ class BoardSession:
         return result
 
     def run_runner(self, args: list[str], timeout: float) -> dict:
-        argv = [self.board.python, self.runner, "--runtime", self.board.runtime, *args]
+        argv = [self.board.python, self.runner, "--watch-stdin", "--runtime", self.board.runtime, *args]
         res = self.conn.run(argv, timeout=timeout)
         return parse_json_line(res.stdout + "\n" + res.stderr, self.board.name) if res.stdout.strip() == "" \
             else parse_json_line(res.stdout, self.board.name)
@@ -187,7 +191,7 @@ class AdbSession:
         self.conn.close()
 
 
-def open_session(board: Board, **connect_args):
+def open_session(board: Board, command_timeout: float = 60.0, **connect_args):
     if board.transport == "adb":
         from ..remote.adb import AdbConnection
         conn = AdbConnection(board.name, board.serial or "")
@@ -196,4 +200,4 @@ def open_session(board: Board, **connect_args):
         except BaseException:
             conn.close()
             raise
-    return BoardSession.open(board, **connect_args)
+    return BoardSession.open(board, command_timeout, **connect_args)

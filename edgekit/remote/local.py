@@ -21,7 +21,9 @@ class LocalConnection:
 
     def run(self, argv: list[str], timeout: float | None = None, on_line=None) -> Result:
         try:
-            proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            # stdin stays an open pipe we never write: the runner ends when it closes (our exit, even a SIGKILL)
+            proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
         except OSError as e:
             raise RemoteError(f"{self.name}: cannot run {argv[0]}: {e.strerror}") from e
         self._running.add(proc)
@@ -47,8 +49,8 @@ class LocalConnection:
         finally:
             self._running.discard(proc)
             sel.close()
-            proc.stdout.close()
-            proc.stderr.close()
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                f.close()
         return Result(proc.returncode, out.text(), err.text())
 
     def put(self, local: Path, remote: str) -> int:

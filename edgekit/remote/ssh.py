@@ -13,6 +13,7 @@ import paramiko
 
 from ..errors import ConnectError, ProfileTimeout, RemoteError, TrustError
 from .base import Output, Result, quote_argv
+from .known_hosts import KnownHosts, load as load_known_hosts
 
 
 class _UnknownHost(Exception):
@@ -21,18 +22,31 @@ class _UnknownHost(Exception):
         self.hostname, self.key = hostname, key
 
 
+class _Revoked(Exception):
+    def __init__(self, hostname: str, key):
+        super().__init__(hostname)
+        self.hostname, self.key = hostname, key
+
+
 class _Refuse(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known: KnownHosts):
+        self.known = known
+
     def missing_host_key(self, client, hostname, key):
+        if self.known.is_revoked(key):
+            raise _Revoked(hostname, key)
         raise _UnknownHost(hostname, key)
 
 
 class _AcceptNew(paramiko.MissingHostKeyPolicy):
-    """Trust on first use, explicitly asked for: record the new key in the known_hosts file."""
+    """Trust on first use, explicitly asked for: record the new key in the known_hosts file (never a revoked one)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, known: KnownHosts):
+        self.path, self.known = path, known
 
     def missing_host_key(self, client, hostname, key):
+        if self.known.is_revoked(key):
+            raise _Revoked(hostname, key)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
@@ -52,18 +66,27 @@ class SSHConnection:
         self.name, self.host, self.port, self.user = name, host, port, user or getpass.getuser()
         self.bytes_uploaded = 0
         self._sftp = None
+        self.op_timeout = max(timeout, 30.0)  # longest silence of one file operation
+        self._channels: set = set()  # commands running now (killed on timeout and close)
         self.known_hosts = Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
         where = f"{self.user}@{host}:{port}"
         client = paramiko.SSHClient()
+        known = KnownHosts()
         if self.known_hosts.exists():
             try:
-                client.load_host_keys(str(self.known_hosts))
-            except (OSError, paramiko.SSHException) as e:
-                raise ConnectError(f"board {name}: cannot read known_hosts {self.known_hosts}: {e}") from e
-        client.set_missing_host_key_policy(_AcceptNew(self.known_hosts) if accept_new_host else _Refuse())
+                known = load_known_hosts(self.known_hosts)
+            except OSError as e:
+                raise ConnectError(f"board {name}: cannot read known_hosts {self.known_hosts}: "
+                                   f"{e.strerror or e}") from None
+            known.install(client.get_host_keys())
+        client.set_missing_host_key_policy(_AcceptNew(self.known_hosts, known) if accept_new_host
+                                           else _Refuse(known))
+        if identity and not Path(identity).expanduser().is_file():
+            raise TrustError(f"board {name}: the identity key file given for this board does not exist (check "
+                             f"'identity' in boards.yaml or --identity)")
         password = getpass.getpass(f"password for {where}: ") if ask_password else None
         try:
-            client.connect(host, port=port, username=self.user, key_filename=identity, password=password,
+            client.connect(host, port=port, username=self.user, key_filename=str(Path(identity).expanduser()) if identity else None, password=password,
                            allow_agent=True, look_for_keys=identity is None, timeout=timeout,
                            banner_timeout=timeout, auth_timeout=timeout)
         except _UnknownHost as e:
@@ -71,8 +94,15 @@ class SSHConnection:
             raise TrustError(
                 f"board {name}: host {e.hostname} is not in {self.known_hosts} (its {e.key.get_name()} key is "
                 f"{fingerprint(e.key)}); check that fingerprint, then rerun with --accept-new-host to record it") from None
+        except _Revoked as e:
+            client.close()
+            raise TrustError(f"board {name}: REVOKED HOST KEY for {e.hostname} ({e.key.get_name()} "
+                             f"{fingerprint(e.key)} is marked @revoked in {self.known_hosts}); refusing") from None
         except paramiko.BadHostKeyException as e:
             client.close()
+            if known.is_revoked(e.key):
+                raise TrustError(f"board {name}: REVOKED HOST KEY for {host}:{port} ({e.key.get_name()} "
+                                 f"{fingerprint(e.key)} is marked @revoked in {self.known_hosts}); refusing") from None
             raise TrustError(
                 f"board {name}: HOST KEY CHANGED for {host}:{port} (known {fingerprint(e.expected_key)}, offered "
                 f"{fingerprint(e.key)}); refusing. If the board was reinstalled, remove the old entry from "
@@ -97,6 +127,7 @@ class SSHConnection:
         command = quote_argv(argv)
         try:
             chan = self.client.get_transport().open_session()
+            self._channels.add(chan)
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as e:
             raise RemoteError(f"board {self.name}: connection lost ({e or type(e).__name__})") from None
@@ -115,7 +146,7 @@ class SSHConnection:
                 else:
                     wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
                     if wait <= 0:
-                        chan.close()
+                        self._kill(chan)
                         raise ProfileTimeout(f"board {self.name}: command timed out after {timeout:.0f} s")
                     select.select([chan], [], [], wait)
             while chan.recv_ready():
@@ -124,6 +155,8 @@ class SSHConnection:
                 err.feed(chan.recv_stderr(65536))
         except (OSError, EOFError, paramiko.SSHException) as e:
             raise RemoteError(f"board {self.name}: connection lost ({e or type(e).__name__})") from None
+        finally:
+            self._channels.discard(chan)
         status = chan.recv_exit_status() if chan.exit_status_ready() else -1
         chan.close()
         if status == -1:
@@ -131,11 +164,18 @@ class SSHConnection:
         return Result(status, out.text(), err.text())
 
     # -- files ------------------------------------------------------------------------------------
+    def set_timeout(self, seconds: float) -> None:
+        """No file operation waits longer than this for the board to answer."""
+        self.op_timeout = seconds
+        if self._sftp is not None:
+            self._sftp.get_channel().settimeout(seconds)
+
     @property
     def sftp(self):
         if self._sftp is None:
             try:
                 self._sftp = self.client.open_sftp()
+                self._sftp.get_channel().settimeout(self.op_timeout)
             except (paramiko.SSHException, OSError, EOFError) as e:
                 raise RemoteError(f"board {self.name}: SFTP unavailable ({e})") from None
         return self._sftp
@@ -177,7 +217,25 @@ class SSHConnection:
         except (OSError, paramiko.SSHException) as e:
             raise RemoteError(f"board {self.name}: cannot find the home folder ({e})") from None
 
+    @staticmethod
+    def _kill(chan) -> None:
+        """End a remote command: SIGKILL through the SSH "signal" request (OpenSSH >= 7.9 honours it), then close
+        the channel (the runner also exits when its stdin closes, for servers that ignore the signal)."""
+        try:
+            m = paramiko.Message()
+            m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+            m.add_int(chan.remote_chanid)
+            m.add_string("signal")
+            m.add_boolean(False)
+            m.add_string("KILL")
+            chan.transport._send_user_message(m)
+        except Exception:  # noqa: BLE001 - the connection may already be gone
+            pass
+        chan.close()
+
     def close(self) -> None:
+        for chan in list(self._channels):
+            self._kill(chan)
         try:
             if self._sftp is not None:
                 self._sftp.close()
