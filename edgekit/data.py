@@ -101,8 +101,8 @@ def _load_image_folder(path: Path, input_shape: tuple | None) -> Dataset:
 
 def check_fits(data: Dataset, input_shape: tuple, role: str, error=DataError) -> None:
     """The samples must have the model's input shape (batch dimension aside)."""
-    want = tuple(input_shape[1:])
-    got = tuple(data.x.shape[1:])
+    want = tuple(None if d is None else int(d) for d in input_shape[1:])
+    got = tuple(int(d) for d in data.x.shape[1:])
     if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
         raise error(f"{role} data {data.source}: samples have shape {got}, the model takes {want}")
     if not np.isfinite(data.x).all():

@@ -70,6 +70,30 @@ class Manifest:
         os.replace(tmp, path)
 
 
+def variant_file(manifest_path: str | Path, variant: Variant, verify: bool = True) -> Path:
+    """The variant's model file: inside the manifest's own folder only, and (with `verify`) the very bytes the
+    manifest describes.  A path that leaves the folder, or a file whose sha256 differs, is refused."""
+    base = Path(manifest_path).resolve().parent
+    rel = Path(variant.path)
+    target = (base / rel).resolve()
+    if rel.is_absolute() or ".." in rel.parts or target.parent != base:
+        raise ConfigError(f"manifest {manifest_path}: variant '{variant.name}' points outside the manifest's folder "
+                          f"({variant.path!r}); refusing to open it")
+    if not target.is_file():
+        raise ConfigError(f"manifest {manifest_path}: variant '{variant.name}': {variant.path} does not exist")
+    if verify:
+        import hashlib
+        h = hashlib.sha256()
+        with open(target, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != variant.sha256:
+            raise ConfigError(f"manifest {manifest_path}: {variant.path} is not the file the manifest describes "
+                              f"(sha256 {h.hexdigest()[:12]}…, expected {variant.sha256[:12]}…); it changed after "
+                              f"conversion: convert again")
+    return target
+
+
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     try:

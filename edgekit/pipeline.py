@@ -347,7 +347,7 @@ def _source_sha(path: Path) -> str:
 
 def _reusable(out: Path, source: dict) -> dict:
     """Variants of a previous run into `out` from the same source model: recipe config -> (Variant, file)."""
-    from .manifest import load_manifest
+    from .manifest import load_manifest, variant_file
     if not source.get("sha256") or not (out / "manifest.json").exists():
         return {}
     try:
@@ -358,7 +358,10 @@ def _reusable(out: Path, source: dict) -> dict:
         return {}
     found = {}
     for v in old.variants:
-        f = out / v.path
-        if v.recipe_config and f.exists() and hashlib.sha256(f.read_bytes()).hexdigest() == v.sha256:
+        try:
+            f = variant_file(out / "manifest.json", v)  # inside the folder, and the bytes it describes
+        except ConfigError:
+            continue
+        if v.recipe_config:
             found[json.dumps(v.recipe_config, sort_keys=True)] = (v, f)
     return found

@@ -33,10 +33,12 @@ class Candidate:
     on_front: bool = False
     straddles_budget: bool = False
     failed: list[str] = field(default_factory=list)
+    model: str = ""  # the source model's name, set when candidates come from more than one model
 
     @property
     def label(self) -> str:
-        return f"{self.variant} t{self.threads}" + ("" if self.delegate == "xnnpack" else f" {self.delegate}")
+        return (f"{self.model}/" if self.model else "") + f"{self.variant} t{self.threads}" + (
+            "" if self.delegate == "xnnpack" else f" {self.delegate}")
 
 
 @dataclass
@@ -117,14 +119,24 @@ def pareto_front(cands: list[Candidate]) -> list[Candidate]:
     return sorted([c for c, d in zip(cands, dominated) if not d], key=lambda c: c.latency_ms)
 
 
-def _manifest_variants(paths: list[str]) -> dict[str, tuple[str, object, str]]:
-    """sha256 -> (manifest path, Variant, the manifest's device)."""
-    out = {}
+def _manifest_variants(paths: list[str]) -> tuple[dict[str, tuple[str, object, str]], dict[str, str]]:
+    """sha256 -> (manifest path, Variant, the manifest's device); and manifest path -> its model's name, when the
+    manifests describe more than one model (else empty: labels stay short)."""
+    out, models = {}, {}
     for p in paths:
         m = load_manifest(p)
+        src = m.source_model or {}
+        name = Path(src["path"]).stem if src.get("path") else (src.get("name") or Path(p).parent.name)
+        models[str(p)] = (src.get("sha256") or str(Path(p).resolve().parent), name)
         for v in m.variants:
             out[v.sha256] = (str(p), v, m.device)
-    return out
+    if len({key for key, _ in models.values()}) <= 1:
+        return out, {}
+    names: dict[str, str] = {}
+    for p, (key, name) in models.items():
+        clash = any(n == name and k != key for k, n in models.values())
+        names[p] = f"{name}@{Path(p).resolve().parent.name}" if clash else name
+    return out, names
 
 
 def _compatible(variant, manifest_path: str, manifest_device: str, profile: str, cache: dict) -> bool:
@@ -136,9 +148,9 @@ def _compatible(variant, manifest_path: str, manifest_device: str, profile: str,
         from .compat import device_problems
         from .flatbuffer import read_model
         from .profiles import load_profile
-        path = Path(manifest_path).parent / variant.path
-        cache[key] = (not device_problems(read_model(path), load_profile(profile))[0]) if path.exists() \
-            else variant.compatible
+        from .manifest import variant_file
+        path = variant_file(manifest_path, variant)
+        cache[key] = not device_problems(read_model(path), load_profile(profile))[0]
     return cache[key]
 
 
@@ -161,7 +173,7 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
     missing = [p for p in manifest_paths if not Path(p).exists()]
     if missing:
         raise ConfigError(f"manifest {missing[0]} does not exist")
-    variants = _manifest_variants(manifest_paths)
+    variants, model_names = _manifest_variants(manifest_paths)
     throttled_skipped = 0
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -183,7 +195,7 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
         cands.append(Candidate(variant=v.name, manifest=mpath, board=b, profile=rs[0]["profile"], threads=threads,
                                delegate=delegate, accuracy=v.accuracy, bytes=v.bytes, gzip_bytes=v.gzip_bytes,
                                latency_ms=lat, measurements=len(rs), runs=sum(r["n_runs"] or 0 for r in rs),
-                               model_sha256=sha))
+                               model_sha256=sha, model=model_names.get(mpath, "")))
         cands[-1]._ids = [r["id"] for r in rs]  # for the bootstrap
     if incompatible:
         notes.append(f"{incompatible} measured configurations were left out: not compatible with their board's profile")

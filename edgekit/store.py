@@ -71,18 +71,36 @@ class Store:
     """One SQLite connection; open one per thread."""
 
     def __init__(self, path: str | Path | None = None, create: bool = True):
+        """`create=False` opens an existing store read-only (table, select, report never alter the file)."""
         self.path = store_path(path)
         if not create and not self.path.exists():
             raise StoreError(f"store {self.path} does not exist (run `edgekit profile` first or pass --store)")
         try:
-            self.db = sqlite3.connect(str(self.path), timeout=30)
+            if create:
+                self.db = sqlite3.connect(str(self.path), timeout=30)
+            else:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA busy_timeout=30000")
-            with self.db:
-                self.db.executescript(SCHEMA)
+            self._check_ours(create)
+            if create:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                with self.db:
+                    self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store {self.path}: {e}") from e
+
+    def _check_ours(self, create: bool) -> None:
+        """A SQLite file that is not an edgekit store is refused before anything is written to it."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables and create:
+            return  # new and empty: ours to create
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(measurements)")} if "measurements" in tables \
+            else set()
+        if not {"settings_key", "model_sha256", "board", "latencies_ms"} <= have:
+            self.db.close()
+            raise StoreError(f"{self.path} is not an edgekit store (its tables: {', '.join(sorted(tables)[:5])}); "
+                             f"left untouched")
 
     def add(self, row: dict) -> int:
         data = dict(row)

@@ -40,21 +40,26 @@ def resolve_source(model: str | Path | None, manifest: str | Path | None, varian
                    labels: str | Path | None, name: str | None, max_bytes: int | None) -> ExportSource:
     device, known = None, None
     if manifest is not None:
-        from ..manifest import load_manifest
+        from ..manifest import load_manifest, variant_file
         if not variant:
             raise ConfigError("--manifest needs --variant NAME")
         m = load_manifest(manifest)
         v = m.variant(variant)
-        model, device, known = Path(manifest).parent / v.path, m.device, m.labels
+        model, device, known = variant_file(manifest, v), m.device, m.labels
     if model is None:
         raise ConfigError("give a MODEL.tflite or --manifest manifest.json --variant NAME")
     info = read_model(model)
     if max_bytes is not None and info.bytes > max_bytes:
         raise ConfigError(f"model {Path(model).name} is {info.bytes:,} bytes, over the budget --max-bytes "
                           f"{max_bytes:,}")
+    given = name
     name = name or (variant or Path(model).stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError(f"--name {name!r}: use letters, digits, '_', '-', '.'")
+        if given:
+            raise ConfigError(f"--name {name!r}: use letters, digits, '_', '-', '.'")
+        where = f"variant name {name!r}" if variant else f"model file name {Path(model).name!r}"
+        raise ConfigError(f"the {where} cannot name the exported files (use letters, digits, '_', '-', '.'): "
+                          f"give --name NAME")
     return ExportSource(Path(model), info, name, load_labels(labels, info) if labels is not None else known,
                         device, variant)
 

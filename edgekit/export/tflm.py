@@ -2,7 +2,9 @@
 arena?"""
 from __future__ import annotations
 
+import os
 import re
+import signal
 
 import numpy as np
 
@@ -17,7 +19,8 @@ def _runtime():
     return runtime
 
 
-def _try(model: bytes, arena: int):
+def _try_here(model: bytes, arena: int) -> str | None:
+    """Allocate and run once in this process; None when it works, else TFLM's error text."""
     from .._quiet import captured_stderr
     runtime = _runtime()
     with captured_stderr((1, 2)) as cap:
@@ -26,10 +29,41 @@ def _try(model: bytes, arena: int):
             d = it.get_input_details(0)
             it.set_input(np.zeros(d["shape"], dtype=d["dtype"]), 0)
             it.invoke()
-            return it, None
+            return None
         except (RuntimeError, ValueError) as e:
             err = e
-    return None, f"{err} {cap.text}"
+    return f"{err} {cap.text}"
+
+
+def _try(model: bytes, arena: int) -> tuple[bool, str | None]:
+    """(works, error text) for one arena size, tried in a forked child: TFLite Micro itself crashes (SIGSEGV) at
+    some too-small arenas, and such a crash is a data point ("too small"), never the end of edgekit."""
+    _runtime()  # import once in the parent: every child starts with it loaded
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report and leave without running any of the parent's cleanup
+        code = 3
+        try:
+            os.close(r)
+            err = _try_here(model, arena)
+            os.write(w, (err or "").encode("utf-8", "replace")[:65536])
+            code = 0 if err is None else 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    with os.fdopen(r, "rb") as f:
+        for block in iter(lambda: f.read(65536), b""):
+            chunks.append(block)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    if os.WIFSIGNALED(status):
+        try:
+            name = signal.Signals(os.WTERMSIG(status)).name
+        except ValueError:
+            name = f"signal {os.WTERMSIG(status)}"
+        return False, f"its interpreter crashed ({name}) with a {arena:,}-byte arena"
+    return os.WEXITSTATUS(status) == 0, text or None
 
 
 def _unsupported(text: str) -> str | None:
@@ -47,22 +81,23 @@ def _unsupported(text: str) -> str | None:
 
 def measure_arena(model: bytes, limit: int = 64 << 20) -> int:
     """Smallest arena (bytes, 16-byte steps) in which the model allocates and runs; refuses unsupported ops."""
-    it, err = _try(model, limit)
-    if it is None:
+    ok, err = _try(model, limit)
+    if not ok:
         reason = _unsupported(err or "")
-        raise CompatibilityError(f"TFLite Micro cannot run this model: {reason or err.strip().splitlines()[0]}")
+        first = (err or "unknown error").strip().splitlines() or ["unknown error"]
+        raise CompatibilityError(f"TFLite Micro cannot run this model: {reason or first[0]}")
     lo, hi = 16, limit
     while hi - lo > 16:
         mid = (lo + hi) // 2 // 16 * 16
         ok, _ = _try(model, mid)
-        if ok is not None:
+        if ok:
             hi = mid
         else:
             lo = mid
     return hi
 
 
-def run(model: bytes, x: np.ndarray, arena: int) -> np.ndarray:
+def run(model: bytes, x: np.ndarray, arena: int) -> np.ndarray:  # at an arena measure_arena found to work
     """Outputs of the first output tensor for each sample (inputs already in the model's input dtype)."""
     from .._quiet import captured_stderr
     runtime = _runtime()

@@ -193,10 +193,10 @@ def make_inputs(interp, source, seed):
         arr = np.load(source, allow_pickle=False)
         if len(details) != 1:
             raise Failure("a .npy input works for single-input models only")
-        want = tuple(details[0]["shape"])
+        want = tuple(int(s) for s in details[0]["shape"])
         arr = arr.reshape(want) if arr.size == int(np.prod(want)) else arr
         if tuple(arr.shape) != want:
-            raise Failure("input .npy has shape %s, the model takes %s" % (arr.shape, want))
+            raise Failure("input .npy has shape %s, the model takes %s" % (tuple(int(s) for s in arr.shape), want))
         return [(details[0]["index"], arr.astype(details[0]["dtype"]))]
     rng = np.random.RandomState(seed)
     out = []

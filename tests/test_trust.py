@@ -1,0 +1,143 @@
+"""Nothing lost, nothing leaked: manifests that point elsewhere, swapped model files, foreign stores, crashes in
+TFLite Micro, and choices that must say which model they are about."""
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+
+@pytest.fixture
+def manifest_copy(rpi4_manifest, tmp_path):
+    """A private copy of the rpi4 output folder (tests below tamper with it)."""
+    out = tmp_path / "rpi4"
+    shutil.copytree(rpi4_manifest[1], out)
+    return out
+
+
+def _set_path(out, variant, path):
+    m = json.loads((out / "manifest.json").read_text())
+    for v in m["variants"]:
+        if v["name"] == variant:
+            v["path"] = path
+    (out / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.tflite", "sub/../../outside.tflite", "ABSOLUTE"])
+def test_manifest_paths_stay_inside_the_manifest_folder(manifest_copy, tmp_path, path):
+    outside = tmp_path / "outside.tflite"
+    shutil.copy(manifest_copy / "int8.tflite", outside)
+    _set_path(manifest_copy, "int8", str(outside) if path == "ABSOLUTE" else path)
+    proc = run_cli("export", "--manifest", manifest_copy / "manifest.json", "--variant", "int8", "--target", "linux",
+                   "--out", tmp_path / "exp")
+    assert_one_line_error(proc, "outside the manifest's folder")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_swapped_model_file_is_refused_by_export(manifest_copy, tmp_path):
+    shutil.copy(manifest_copy / "fp32.tflite", manifest_copy / "int8.tflite")  # fp32 bytes under the int8 name
+    proc = run_cli("export", "--manifest", manifest_copy / "manifest.json", "--variant", "int8", "--target", "linux",
+                   "--out", tmp_path / "exp")
+    assert_one_line_error(proc, "int8.tflite is not the file the manifest describes", "sha256")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_select_never_opens_a_file_outside_the_manifest(rpi4_manifest, manifest_copy, tmp_path):
+    store = tmp_path / "s.db"
+    proc = run_cli("profile", manifest_copy / "int8.tflite", "--board", "local", "--threads", "1", "--runs", "20",
+                   "--store", store, env={"HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    _set_path(manifest_copy, "int8", "/etc/passwd")
+    # the local board's profile differs from the manifest's (rpi4): select re-checks the file, so it must refuse it
+    proc = run_cli("select", "--board", "local", "--store", store, "--manifest", manifest_copy / "manifest.json")
+    assert_one_line_error(proc, "outside the manifest's folder")
+
+
+def test_select_over_two_models_names_the_model_in_every_row(rpi4_manifest, tmp_path):
+    """Two manifests from different source models: rows and the choice say which model each variant is."""
+    a = tmp_path / "mobilenet"
+    b = tmp_path / "effnet"
+    for d, name in ((a, "mobilenet"), (b, "effnet")):
+        shutil.copytree(rpi4_manifest[1], d)
+        m = json.loads((d / "manifest.json").read_text())
+        m["source_model"] = {**m["source_model"], "path": f"/models/{name}.keras", "sha256": name * 4}
+        (d / "manifest.json").write_text(json.dumps(m))
+    store = tmp_path / "s.db"
+    proc = run_cli("profile", a / "int8.tflite", "--board", "local", "--threads", "1", "--runs", "20",
+                   "--store", store, env={"HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    # the same bytes were converted from the other model too: label by the manifest each candidate comes from
+    proc = run_cli("select", "--board", "local", "--store", store, "--manifest", a / "manifest.json",
+                   "--manifest", b / "manifest.json", "--json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert all(c["model"] in ("mobilenet", "effnet") for c in d["candidates"])
+    proc = run_cli("select", "--board", "local", "--store", store, "--manifest", a / "manifest.json",
+                   "--manifest", b / "manifest.json")
+    assert "chosen: effnet/int8 t1" in proc.stdout or "chosen: mobilenet/int8 t1" in proc.stdout, proc.stdout
+    rows = [ln for ln in proc.stdout.splitlines() if "int8 t1" in ln]
+    assert rows and all("mobilenet/" in ln or "effnet/" in ln for ln in rows), proc.stdout
+
+
+def test_read_only_commands_never_alter_a_foreign_sqlite_file(tmp_path):
+    foreign = tmp_path / "app.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.execute("INSERT INTO users VALUES ('ada')")
+    db.close()
+    before = foreign.read_bytes()
+    for cmd in (["table"], ["select", "--board", "local"], ["report", "--out", tmp_path / "r"]):
+        proc = run_cli(*cmd, "--store", foreign)
+        assert_one_line_error(proc, "not an edgekit store")
+    proc = run_cli("profile", tmp_path / "none.tflite", "--board", "local", "--store", foreign)
+    assert proc.returncode == 2
+    assert foreign.read_bytes() == before and not (tmp_path / "app.db-wal").exists()
+    with sqlite3.connect(foreign) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["users"]
+
+
+def test_read_only_commands_do_not_write_an_edgekit_store(rpi4_manifest, tmp_path):
+    store = tmp_path / "s.db"
+    proc = run_cli("profile", rpi4_manifest[1] / "int8.tflite", "--board", "local", "--threads", "1", "--runs",
+                   "10", "--store", store, env={"HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    before = store.read_bytes()
+    proc = run_cli("table", "--store", store)
+    assert proc.returncode == 0 and "int8" in proc.stdout, proc.stderr
+    proc = run_cli("select", "--board", "local", "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert store.read_bytes() == before
+
+
+def test_a_tflm_crash_is_a_data_point_not_the_end(rpi4_manifest):
+    """TFLite Micro segfaults at tiny arenas (seen: <= 128 bytes on the digits int8 model); the probe runs in a
+    child, so edgekit lives on and the crash counts as "too small"."""
+    from edgekit.export.tflm import _try, measure_arena
+    model = (rpi4_manifest[1] / "int8.tflite").read_bytes()
+    ok, why = _try(model, 64)
+    assert not ok and "crashed (SIGSEGV)" in why
+    ok, why = _try(model, 1 << 20)
+    assert ok and why is None
+    assert 512 < measure_arena(model) < (1 << 20)
+
+
+def test_a_bad_variant_name_does_not_blame_an_option_never_given(manifest_copy, tmp_path):
+    m = json.loads((manifest_copy / "manifest.json").read_text())
+    m["variants"][0]["name"] = "int8 v2!"
+    (manifest_copy / "manifest.json").write_text(json.dumps(m))
+    proc = run_cli("export", "--manifest", manifest_copy / "manifest.json", "--variant", "int8 v2!",
+                   "--target", "linux", "--out", tmp_path / "e")
+    line = assert_one_line_error(proc, "variant name", "give --name")
+    assert "--name 'int8" not in line
+
+
+def test_shape_errors_print_plain_numbers(digits_model, tmp_path):
+    import numpy as np
+    np.savez(tmp_path / "cal.npz", x=np.zeros((4, 9, 9, 1), np.float32), y=np.zeros(4, np.int64))
+    proc = run_cli("convert-for-device", digits_model, "--device", "local", "--recipe", "int8", "--calibration",
+                   tmp_path / "cal.npz", "--out", tmp_path / "o")
+    line = assert_one_line_error(proc, "(9, 9, 1)", "(8, 8, 1)")
+    assert "np." not in line
