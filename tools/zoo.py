@@ -1,0 +1,109 @@
+"""Models we did not design for edgekit, built offline (weights=None) and trained briefly on digits upscaled to RGB:
+keras.applications families, an "odd layers" model with what TF-MOT trips on, and the same as Keras 3 models.
+
+Used by tests and tools/bench_zoo.py.  Everything is built at run time; nothing is downloaded."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+APPLICATIONS = {  # name -> (constructor, extra kwargs)
+    "MobileNetV2": ("MobileNetV2", {"alpha": 0.35}),
+    "MobileNetV3Small": ("MobileNetV3Small", {"minimalistic": False}),
+    "MobileNetV3Large": ("MobileNetV3Large", {"minimalistic": False}),
+    "EfficientNetB0": ("EfficientNetB0", {}),
+    "EfficientNetV2B0": ("EfficientNetV2B0", {}),
+    "DenseNet121": ("DenseNet121", {}),
+    "ResNet50V2": ("ResNet50V2", {}),
+    "NASNetMobile": ("NASNetMobile", {}),
+}
+
+
+def digits_rgb(size: int = 32, seed: int = 0):
+    """sklearn's digits scaled to [0, 1], resized to size x size, 3 channels: (train, val, test) as (x, y)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)
+    reps = max(1, size // 8)
+    x = np.kron(x, np.ones((reps, reps), np.float32))[:, :size, :size]
+    if x.shape[1] < size:
+        x = np.pad(x, ((0, 0), (0, size - x.shape[1]), (0, size - x.shape[2])))
+    x = np.repeat(x[..., None], 3, axis=-1)
+    y = d.target.astype(np.int64)
+    idx = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[idx], y[idx]
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+
+
+def write_npz(folder: Path, size: int = 32) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (xtr, ytr), (xte, yte) = digits_rgb(size)
+    np.savez(folder / "train.npz", x=xtr, y=ytr)
+    np.savez(folder / "test.npz", x=xte, y=yte)
+    return folder / "train.npz", folder / "test.npz"
+
+
+def _keras(keras3: bool):
+    if keras3:
+        import keras
+        return keras
+    import tf_keras
+    return tf_keras
+
+
+def application(name: str, size: int = 32, keras3: bool = False):
+    keras = _keras(keras3)
+    ctor, kw = APPLICATIONS[name]
+    kw = dict(kw)
+    if name.startswith("MobileNetV3"):
+        kw["include_preprocessing"] = True  # its Rescaling layer: what TF-MOT trips on
+    return getattr(keras.applications, ctor)(input_shape=(size, size, 3), weights=None, classes=10, **kw)
+
+
+def odd_layers(size: int = 16, keras3: bool = False):
+    """Rescaling and Normalization at the input, ZeroPadding2D, a standalone BatchNormalization (after a
+    Concatenate, no conv before it), squeeze-excitation (Multiply), hard-swish as an Activation and as raw
+    TensorFlow ops (TFOpLambda in tf_keras), Reshape, Dropout."""
+    keras = _keras(keras3)
+    L = keras.layers
+    inp = keras.Input((size, size, 3))
+    x = L.Rescaling(2.0, offset=-1.0, name="rescale")(inp)
+    x = L.ZeroPadding2D(1, name="pad")(x)
+    x = L.Conv2D(16, 3, name="stem")(x)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.Activation("hard_swish" if keras3 else "swish", name="act")(x)
+    a = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    b = L.Conv2D(16, 1, name="pw")(x)
+    x = L.Concatenate(name="cat")([a, b])
+    x = L.BatchNormalization(name="lonely_bn")(x)  # standalone: follows a Concatenate
+    if not keras3:
+        import tensorflow as tf
+        x = x * tf.nn.relu6(x + 3.0) / 6.0  # hard-swish written as TF ops: TFOpLambda layers
+    se = L.GlobalAveragePooling2D(name="se_pool")(x)
+    se = L.Reshape((1, 1, 32), name="se_reshape")(se)
+    se = L.Conv2D(8, 1, activation="relu", name="se_reduce")(se)
+    se = L.Conv2D(32, 1, activation="sigmoid", name="se_expand")(se)
+    x = L.Multiply(name="se_mul")([x, se])
+    x = L.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(0.2, name="drop")(x)
+    out = L.Dense(10, activation="softmax", name="digit")(x)
+    return keras.Model(inp, out, name="odd_layers")
+
+
+def train(model, size: int, epochs: int = 3, keras3: bool = False):
+    (xtr, ytr), _ = digits_rgb(size)
+    keras = _keras(keras3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(xtr, ytr, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+def accuracy(model, size: int) -> float:
+    _, (xte, yte) = digits_rgb(size)
+    return float((model.predict(xte, verbose=0).argmax(1) == yte).mean())
