@@ -27,13 +27,21 @@ def _stderr(msg: str) -> None:
 
 
 def _load_inputs(model, train, calibration, eval_data):
-    from .modelio import check_is_tf_keras, load_keras_model
+    from . import keras3
+    from .modelio import check_is_tf_keras, keras_version_of, load_keras_model
     source = {"path": None}
     if isinstance(model, (str, Path)):
         path = Path(model)
-        model = load_keras_model(path)
+        version = keras_version_of(path) if path.exists() else None
+        if version and version.split(".")[0] == "3":
+            model = keras3.load(path)
+        else:
+            model = load_keras_model(path)
         source = {"path": str(path), "sha256": _source_sha(path)}
-    check_is_tf_keras(model)
+    if keras3.is_keras3_model(model):
+        source["keras"] = 3
+    else:
+        check_is_tf_keras(model)
     shape = tuple(model.inputs[0].shape)
     out_shape = tuple(model.outputs[0].shape)
 
@@ -54,6 +62,25 @@ def _load_inputs(model, train, calibration, eval_data):
     return model, source, train, calibration, eval_data
 
 
+def _tfmot_model(model, source: dict, chosen: list[Recipe], sample, log: Log):
+    """The tf_keras model TF-MOT recipes work on: the model itself, or a checked rebuild of a Keras 3 model.
+    Returns (model or None, why not)."""
+    if not source.get("keras") == 3:
+        return model, None
+    if not any(r.steps for r in chosen):
+        return None, None
+    from . import keras3
+    t0 = time.perf_counter()
+    try:
+        twin = keras3.to_tf_keras(model, None if sample is None else sample.x[:64])
+    except OptimizationError as e:
+        log(f"Keras 3 model: TF-MOT recipes unavailable: {e}")
+        return None, f"this Keras 3 model cannot be rebuilt in tf_keras for TF-MOT: {e}"
+    log(f"Keras 3 model: rebuilt in tf_keras for the TF-MOT recipes in {time.perf_counter() - t0:.1f} s "
+        f"(outputs equal within {keras3.TOLERANCE:g})")
+    return twin, None
+
+
 def _labels(given, source: dict, train: Dataset | None, eval_data: Dataset | None) -> list[str] | None:
     """Class names for the manifest: `given` (file or list) or the data's; their count must match the outputs."""
     where = "labels"
@@ -70,8 +97,9 @@ def _labels(given, source: dict, train: Dataset | None, eval_data: Dataset | Non
     return [str(x) for x in given]
 
 
-def _preflight(model, recipes: list[Recipe], train, calibration) -> None:
-    """Everything that can fail before training: fail in seconds, not minutes."""
+def _preflight(model, recipes: list[Recipe], train, calibration, unavailable: str | None = None) -> dict[str, str]:
+    """Everything that can fail before training, in seconds.  Data problems stop the run; a recipe whose steps
+    cannot handle this model is returned (name -> reason) to fail alone while the others are built."""
     from .optimize import cluster, prune, qat
     need_train = [r.name for r in recipes if r.steps]
     if need_train and train is None:
@@ -79,19 +107,29 @@ def _preflight(model, recipes: list[Recipe], train, calibration) -> None:
     need_cal = [r.name for r in recipes if r.mode in ("int8", "int16x8")]
     if need_cal and calibration is None and train is None:
         raise DataError(f"recipes {', '.join(need_cal)} need a representative dataset: give --calibration or --train")
-    done = set()
+    impossible: dict[str, str] = {}
+    verdicts: dict[tuple, str | None] = {}
     for r in recipes:
         for step, cfg in (("prune", r.prune), ("cluster", r.cluster), ("qat", r.qat)):
             key = (step, json.dumps(cfg, sort_keys=True), bool(r.prune))
-            if not cfg or key in done or r.factorize or r.filters:  # architecture changes come first
+            if not cfg or r.factorize or r.filters:  # architecture changes come first
                 continue
-            done.add(key)
-            if step == "prune":
-                prune.preflight(model, cfg)
-            elif step == "cluster":
-                cluster.preflight(model, cfg, preserve_sparsity=bool(r.prune))
-            else:
-                qat.preflight(model)
+            if key not in verdicts:
+                try:
+                    if model is None:
+                        raise OptimizationError(unavailable or "TF-MOT recipes need a tf_keras model")
+                    if step == "prune":
+                        prune.preflight(model, cfg)
+                    elif step == "cluster":
+                        cluster.preflight(model, cfg, preserve_sparsity=bool(r.prune))
+                    else:
+                        qat.preflight(model)
+                    verdicts[key] = None
+                except OptimizationError as e:
+                    verdicts[key] = f"step {step}: {e}"
+            if verdicts[key] and r.name not in impossible:
+                impossible[r.name] = f"recipe '{r.name}', {verdicts[key]}"
+    return impossible
 
 
 class _Optimizer:
@@ -263,18 +301,27 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     if calibration is None and train is not None:
         calibration = train.sample(200)
     labels = _labels(labels, source, train, eval_data)
-    _preflight(model, chosen, train, calibration)
+    tfmot_model, unavailable = _tfmot_model(model, source, chosen, calibration or train, log)
+    impossible = _preflight(tfmot_model, chosen, train, calibration, unavailable)
+    if impossible and len(impossible) == len(chosen):
+        raise OptimizationError(next(iter(impossible.values())))
     work = outdir.staging(out)
     try:
         log(f"[{profile.name}] {len(chosen)} variants: {', '.join(r.name for r in chosen)}")
         ref_acc = _keras_accuracy(model, eval_data)
         if ref_acc is not None:
             log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
-        optimizer = _Optimizer(model, train, eval_data, log, ref_acc) if train is not None else None
+        optimizer = _Optimizer(tfmot_model, train, eval_data, log, ref_acc) \
+            if train is not None and tfmot_model is not None else None
         variants, failed = [], []
+        for name, why in impossible.items():
+            failed.append({"recipe": name, "error": why, "stage": "preflight"})
+            log(f"[{profile.name}] {name}: FAILED  {why}")
         previous = _reusable(out, source) if reuse else {}
         for recipe in chosen:
             label = f"[{profile.name}] {recipe.name}"
+            if recipe.name in impossible:
+                continue
             hit = previous.get(json.dumps(recipe.config(), sort_keys=True))
             if hit is not None and hit[0].name == recipe.name:
                 old, f = hit
@@ -321,8 +368,11 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
     secs = time.perf_counter() - t0
     records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2), "bytes": len(model_bytes)})
     log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})")
-    return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label,
-                          count(plain))
+    try:
+        counts = count(plain)
+    except Exception:  # noqa: BLE001 - MACs are informative; a layer the counter does not know must not fail
+        counts = {}
+    return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label, counts)
 
 
 def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:

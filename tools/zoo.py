@@ -75,7 +75,7 @@ def odd_layers(size: int = 16, keras3: bool = False):
     x = L.ZeroPadding2D(1, name="pad")(x)
     x = L.Conv2D(16, 3, name="stem")(x)
     x = L.BatchNormalization(name="stem_bn")(x)
-    x = L.Activation("hard_swish" if keras3 else "swish", name="act")(x)
+    x = L.Activation("swish", name="act")(x)
     a = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
     b = L.Conv2D(16, 1, name="pw")(x)
     x = L.Concatenate(name="cat")([a, b])

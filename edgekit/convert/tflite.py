@@ -54,7 +54,7 @@ def convert(model, mode: str, io: str = "float32", calibration: Dataset | None =
             if io == "int16":
                 conv.inference_input_type = conv.inference_output_type = tf.int16
     try:
-        with captured_stderr():
+        with captured_stderr((1, 2)):  # also what the converter prints about a Keras 3 model's export
             return conv.convert()
     except Exception as e:
         lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or str(e).splitlines() or [type(e).__name__]

@@ -18,22 +18,30 @@ def _schedule(cfg: dict, target: float, steps: int):
 
 
 def _wrap(model, cfg: dict, steps: int, allocation: dict | None = None):
+    """Wrap the prunable layers only; returns (wrapped model, {layer left as it is: why})."""
     from .._tf import keras, tfmot
+    from .support import prune_skip_reason, skipped_layers
     sparsity = tfmot.sparsity.keras
-    try:
-        if cfg.get("structure") == "2:4":
-            return sparsity.prune_low_magnitude(
-                model, pruning_schedule=sparsity.ConstantSparsity(0.5, begin_step=0, frequency=max(1, steps // 4)),
-                sparsity_m_by_n=(2, 4))
-        if allocation is None:
-            return sparsity.prune_low_magnitude(model, pruning_schedule=_schedule(cfg, float(cfg["target"]), steps))
+    m_by_n = cfg.get("structure") == "2:4"
+    skipped = skipped_layers(model, lambda layer: prune_skip_reason(layer, m_by_n))
+    wanted = {layer.name for layer in model.layers if layer.name not in skipped}
+    if not wanted:
+        raise OptimizationError("no layer of this model has weights TF-MOT can prune ("
+                                + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + ")")
 
-        def per_layer(layer):  # each layer its own final sparsity; untouched layers stay as they are
-            s = allocation.get(layer.name, 0.0)
-            return sparsity.prune_low_magnitude(layer, pruning_schedule=_schedule(cfg, s, steps)) if s > 0 else layer
-        return keras.models.clone_model(model, clone_function=per_layer)
-    except (ValueError, RuntimeError) as e:
-        raise OptimizationError(f"pruning cannot wrap this model: {str(e).splitlines()[0]}") from e
+    def per_layer(layer):  # each layer its own final sparsity; everything else stays as it is
+        if layer.name not in wanted:
+            return layer
+        if m_by_n:
+            return sparsity.prune_low_magnitude(
+                layer, pruning_schedule=sparsity.ConstantSparsity(0.5, begin_step=0, frequency=max(1, steps // 4)),
+                sparsity_m_by_n=(2, 4))
+        s = float(cfg["target"]) if allocation is None else allocation.get(layer.name, 0.0)
+        return sparsity.prune_low_magnitude(layer, pruning_schedule=_schedule(cfg, s, steps)) if s > 0 else layer
+    try:
+        return keras.models.clone_model(model, clone_function=per_layer), skipped
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise OptimizationError(f"pruning cannot wrap this model: {str(e).splitlines()[0][:200]}") from e
 
 
 def preflight(model, cfg: dict) -> None:
@@ -61,7 +69,9 @@ def prune(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, tea
     from ..modelio import clone
     allocation, details = allocate(model, cfg, eval_data or data.sample(max(100, len(data) // 5), seed=1))
     steps = steps_per_epoch(data)
-    wrapped = _wrap(clone(model), cfg, steps, allocation)
+    wrapped, skipped = _wrap(clone(model), cfg, steps, allocation)
+    if skipped:
+        details["layers_left"] = skipped
     details["fit"] = fine_tune(wrapped, data, epochs=int(cfg.get("epochs", 4)), lr=1e-3,
                                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
                                probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)

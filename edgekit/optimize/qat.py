@@ -11,41 +11,89 @@ from .train import fine_tune, outputs_probabilities
 def _scheme(name: str):
     from .._tf import tfmot
     if name == "PQAT":
-        return tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
-    if name == "CQAT":
-        return tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False)
-    if name == "PCQAT":
-        return tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
-    return None
+        scheme = tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+    elif name == "CQAT":
+        scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False)
+    elif name == "PCQAT":
+        scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+    else:
+        return None
+    inner = scheme.get_quantize_registry
+    scheme.get_quantize_registry = lambda: _KnownOnly(inner())
+    return scheme
+
+
+class _KnownOnly:
+    """The collaborative schemes' registries say they support any layer, then fail inside TF-MOT's default
+    registry (e.g. on a TFOpLambda that follows a quantized layer); ask the default registry first."""
+
+    def __init__(self, inner):
+        from .support import _qat_registry
+        self._inner, self._default = inner, _qat_registry()
+
+    def supports(self, layer):
+        return self._default.supports(layer) and self._inner.supports(layer)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def _annotate(model):
+    """Annotate what TF-MOT supports as it would, give the usual rest (Rescaling, Multiply, standalone
+    BatchNormalization, ...) our output-only QuantizeConfig, leave the remainder float; returns (model, notes)."""
+    from .._tf import keras, tfmot
+    from .support import noop_quantize_config, output_quantize_config, qat_plan
+    q = tfmot.quantization.keras
+    config_class, noop_class = output_quantize_config(), noop_quantize_config()
+    notes = {}
+
+    def per_layer(layer):
+        how, why = qat_plan(layer)
+        if why:
+            notes[layer.name] = why
+        if how == "tfmot":
+            return q.quantize_annotate_layer(layer)
+        if how == "output":
+            return q.quantize_annotate_layer(layer, quantize_config=config_class())
+        return layer
+    annotated = keras.models.clone_model(model, clone_function=per_layer)
+    return annotated, notes, {"OutputQuantizeConfig": config_class, "NoOpQuantizeConfig": noop_class}
 
 
 def _apply(model, scheme_name: str):
+    """Returns (QAT model, {layer: how it was handled when not plainly by TF-MOT})."""
     from .._tf import tfmot
     q = tfmot.quantization.keras
     try:
-        annotated = q.quantize_annotate_model(model)
+        annotated, notes, configs = _annotate(model)
         scheme = _scheme(scheme_name)
-        with q.quantize_scope():
-            return q.quantize_apply(annotated, scheme) if scheme is not None else q.quantize_apply(annotated)
-    except (ValueError, RuntimeError, TypeError) as e:
+        with q.quantize_scope(configs):
+            out = q.quantize_apply(annotated, scheme) if scheme is not None else q.quantize_apply(annotated)
+        return out, notes
+    except (ValueError, RuntimeError, TypeError, KeyError, AttributeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         m = re.search(r"Layer (\S+):<class '[\w.]*?(\w+)'> is not supported", text)
+        m2 = re.search(r"unsupported layer <class '[\w.]*?(\w+)'>", text)
         if m:
-            text = (f"layer '{m.group(1)}' ({m.group(2)}) is not supported; give it a QuantizeConfig through "
-                    f"tfmot's quantize_annotate_layer or choose a recipe without QAT")
-        raise OptimizationError(f"quantization-aware training cannot quantize this model: {text[:400]}") from e
+            text = f"layer '{m.group(1)}' ({m.group(2)}) is not supported"
+        elif m2:
+            text = f"layer class {m2.group(1)} is not supported"
+        raise OptimizationError(f"quantization-aware training cannot quantize this model: {text[:300]}") from e
 
 
 def preflight(model) -> None:
     """Fail fast (before any training) on a layer QAT cannot quantize."""
     from ..modelio import clone
-    _apply(clone(model), "QAT")
+    _apply(clone(model), "QAT")  # no training: seconds even for large models
 
 
 def qat(model, cfg: dict, data: Dataset, scheme_name: str, teacher=None, distill=None):
     """Return (a quantization-aware-trained copy of `model` (still wrapped; the converter reads it), details)."""
     from ..modelio import clone
-    qmodel = _apply(clone(model), scheme_name)
+    qmodel, notes = _apply(clone(model), scheme_name)
     fit = fine_tune(qmodel, data, epochs=int(cfg.get("epochs", 3)), lr=1e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
-    return qmodel, {"fit": fit}
+    details = {"fit": fit}
+    if notes:
+        details["layers_handled"] = notes
+    return qmodel, details

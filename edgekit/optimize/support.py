@@ -1,0 +1,126 @@
+"""Which layers TF-MOT can optimize, decided by class in one place: pruning wraps only layers with prunable
+weights, and every other layer is left as it is with the reason recorded (never TF-MOT's raw refusal)."""
+from __future__ import annotations
+
+
+def _prune_registry():
+    from .._tf import tfmot  # noqa: F401 - imports TF-MOT with the right Keras
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+    return prune_registry.PruneRegistry
+
+
+def prune_skip_reason(layer, m_by_n: bool = False) -> str | None:
+    """None when pruning can wrap `layer`; otherwise why it is left as it is."""
+    from .._tf import tfmot
+    kind = type(layer).__name__
+    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+        return None
+    if not layer.weights:
+        return f"{kind}: no weights to prune"
+    registry = _prune_registry()
+    if not registry.supports(layer):
+        return f"{kind}: TF-MOT cannot prune this layer class"
+    if not registry._LAYERS_WEIGHTS_MAP.get(layer.__class__):  # e.g. BatchNormalization: nothing to prune
+        return f"{kind}: no prunable weights"
+    if m_by_n and kind not in ("Conv2D", "Dense"):
+        return f"{kind}: 2:4 structure applies to Conv2D and Dense kernels only"
+    return None
+
+
+def skipped_layers(model, reason_of) -> dict[str, str]:
+    """layer name -> reason, for every layer `reason_of` refuses."""
+    out = {}
+    for layer in model.layers:
+        why = reason_of(layer)
+        if why:
+            out[layer.name] = why
+    return out
+
+
+# -- quantization-aware training -----------------------------------------------------------------------------------
+_FOLDED_BY_TFMOT = ("Conv2D", "DepthwiseConv2D")  # TF-MOT folds a BatchNormalization that directly follows these
+
+
+def _qat_registry():
+    from .._tf import tfmot  # noqa: F401
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import \
+        default_8bit_quantize_registry as r
+    return r.Default8BitQuantizeRegistry()
+
+
+def output_quantize_config():
+    """A QuantizeConfig for layers TF-MOT has none for (Rescaling, Normalization, Multiply, a standalone
+    BatchNormalization, ...): weights stay as they are (the converter folds or quantizes them), the output gets an
+    8-bit fake-quant so QAT sees the same rounding the int8 model will have."""
+    from .._tf import tfmot
+    q = tfmot.quantization.keras
+
+    class OutputQuantizeConfig(q.QuantizeConfig):
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [q.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                        narrow_range=False)]
+
+        def get_config(self):
+            return {}
+    return OutputQuantizeConfig
+
+
+def noop_quantize_config():
+    """For layers left float: annotated all the same (TF-MOT's collaborative schemes ask every layer for a
+    config), but with no quantizer at all."""
+    base = output_quantize_config()
+
+    class NoOpQuantizeConfig(base):
+        def get_output_quantizers(self, layer):
+            return []
+    return NoOpQuantizeConfig
+
+
+def _bn_follows_foldable(layer) -> bool:
+    """A BatchNormalization right after a Conv2D/DepthwiseConv2D used by nothing else: TF-MOT folds it."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1:
+        return False
+    parents = nodes[0].inbound_layers
+    parents = parents if isinstance(parents, list) else [parents]
+    if len(parents) != 1 or type(parents[0]).__name__ not in _FOLDED_BY_TFMOT:
+        return False
+    return len(getattr(parents[0], "_outbound_nodes", [])) == 1
+
+
+def qat_plan(layer) -> tuple[str, str | None]:
+    """How QAT treats `layer`: ("tfmot", None) annotated as TF-MOT would, ("output", why) with our output-only
+    QuantizeConfig, or ("float", why) left float during training (the int8 converter calibrates it)."""
+    kind = type(layer).__name__
+    if kind == "InputLayer":
+        return "skip", None
+    if kind == "BatchNormalization":
+        return ("tfmot", None) if _bn_follows_foldable(layer) else (
+            "output", "BatchNormalization without a conv before it: output fake-quantized, folded at conversion")
+    if kind == "TFOpLambda":
+        fn = layer.get_config().get("function")
+        return "float", f"TFOpLambda ({fn}): left float in training; the converter quantizes it from calibration"
+    try:
+        registry = _qat_registry()
+        if registry.supports(layer):
+            registry.get_quantize_config(layer)
+            return "tfmot", None
+    except (ValueError, KeyError, RuntimeError):
+        pass
+    if kind in ("Rescaling", "Normalization", "Multiply", "Reshape", "ZeroPadding2D", "Dropout", "Activation",
+                "Add", "Subtract", "Concatenate", "Flatten", "Permute", "Cropping2D", "UpSampling2D", "Maximum",
+                "Minimum", "Average", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "LayerNormalization"):
+        return "output", f"{kind}: output fake-quantized (edgekit's QuantizeConfig)"
+    return "float", f"{kind}: TF-MOT has no QuantizeConfig; left float in training, quantized by the converter"
