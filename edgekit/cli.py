@@ -44,7 +44,7 @@ def cmd_convert(args) -> int:
     from .report_text import manifest_table
     m = convert_for_device(args.model, args.device, args.recipe or None, train=args.train,
                            calibration=args.calibration, eval=args.eval, out=args.out, labels=args.labels,
-                           keep_going=args.keep_going, overwrite=args.overwrite)
+                           keep_going=args.keep_going, overwrite=args.overwrite, max_drop=args.max_drop)
     if args.json:
         _print_json(m.to_dict())
     else:
@@ -169,7 +169,8 @@ def cmd_select(args) -> int:
     budget = Budget(max_latency_ms=args.max_latency_ms, min_accuracy=args.min_accuracy, max_bytes=args.max_bytes,
                     confidence=args.confidence)
     d = select(Store(args.store, create=False), board=args.board, device=args.device, budget=budget,
-               percentile=args.percentile, manifests=args.manifest, include_throttled=args.include_throttled)
+               percentile=args.percentile, manifests=args.manifest, include_throttled=args.include_throttled,
+               include_over_budget=args.include_over_budget)
     if args.plot:
         from .plot import pareto_plot
         pareto_plot(d, args.plot)
@@ -198,7 +199,8 @@ def cmd_sweep(args) -> int:
     res = sweep(args.model, devices, boards=boards, train=args.train, calibration=args.calibration, eval=args.eval,
                 grid=args.grid, out=args.out, jobs=args.jobs, threads=args.threads, runs=args.runs,
                 warmup=args.warmup, budgets=budgets, known_hosts=args.known_hosts,
-                accept_new_host=args.accept_new_host)
+                accept_new_host=args.accept_new_host, max_drop=args.max_drop,
+                include_over_budget=args.include_over_budget)
     if args.json:
         _print_json({"manifests": {d: str(Path(args.out) / d / "manifest.json") for d in res.manifests},
                      "measurements": res.measurements, "failed": res.failed, "report": str(res.report),
@@ -277,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "folders or a .npz 'classes' array); kept in the manifest for exports")
     s.add_argument("--keep-going", action="store_true", help="a recipe that fails is listed in the manifest "
                    "('failed') and the others are still built (exit 1)")
+    s.add_argument("--max-drop", type=float, help="accuracy budget in points below the Keras model for every "
+                   "recipe (default: each recipe's, 1.0); 'auto' strengths are searched within it, variants over it "
+                   "are flagged")
     s.add_argument("--overwrite", action="store_true", help="write into an --out folder that also holds files "
                    "edgekit did not write: only edgekit's own files (listed in its manifest) are replaced, the "
                    "rest is kept")
@@ -345,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", action="append", help="manifest.json to draw variants from (default: all the "
                    "store has seen)")
     s.add_argument("--include-throttled", action="store_true")
+    s.add_argument("--include-over-budget", action="store_true", help="also choose variants that lost more "
+                   "accuracy than their recipe's budget (max_drop)")
     s.add_argument("--store")
     s.add_argument("--plot", help="write accuracy vs latency PNG here")
     s.add_argument("--json", action="store_true")
@@ -377,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, default=10)
     s.add_argument("--max-latency-ms", type=float, action="append", help="a budget to choose under (repeatable)")
     s.add_argument("--min-accuracy", type=float)
+    s.add_argument("--max-drop", type=float, help="accuracy budget in points for every recipe (default 1.0)")
+    s.add_argument("--include-over-budget", action="store_true", help="let select choose over-budget variants")
     s.add_argument("--known-hosts")
     s.add_argument("--accept-new-host", action="store_true")
     s.add_argument("--json", action="store_true")

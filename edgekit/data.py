@@ -28,6 +28,16 @@ class Dataset:
         return Dataset(self.x[idx], None if self.y is None else self.y[idx], f"{self.source}[sample {n}]",
                        self.classes)
 
+    def split(self, fraction: float, seed: int = 0, at_most: int = 1000) -> tuple["Dataset", "Dataset"]:
+        """(rest, held out): a validation split carved from training data, for decisions (never --eval)."""
+        n = min(at_most, max(1, int(round(len(self) * fraction))))
+        idx = np.random.default_rng(seed).permutation(len(self))
+        held, rest = idx[:n], idx[n:]
+
+        def take(i, what):
+            return Dataset(self.x[i], None if self.y is None else self.y[i], f"{self.source}[{what}]", self.classes)
+        return take(rest, f"fit {len(rest)}"), take(held, f"validation {n}")
+
 
 def read_labels(path: str | Path) -> list[str]:
     """Class names from a text file, one per line (blank lines ignored)."""

@@ -38,6 +38,9 @@ class Variant:
     recipe_config: dict = field(default_factory=dict)
     macs: int | None = None  # multiply-accumulates of one inference, from the Keras graph
     params: int | None = None  # what made it: reuse needs the same config and source
+    max_drop: float | None = None  # the accuracy budget (points below the original Keras model)
+    accuracy_drop: float | None = None  # points below reference_keras_accuracy, on --eval (negative: better)
+    within_budget: bool | None = None  # None without --eval; select/sweep leave False out unless asked
 
 
 @dataclass

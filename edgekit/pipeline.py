@@ -137,6 +137,8 @@ class _Optimizer:
 
     def __init__(self, model, train: Dataset, eval_data: Dataset | None, log: Log, reference_accuracy=None):
         self.model, self.train, self.eval, self.log = model, train, eval_data, log
+        # decisions (sensitivity, strength searches) use a split carved from --train, never --eval
+        self.fit, self.val = train.split(0.2)
         self.reference_accuracy = reference_accuracy
         self.cache: dict[str, tuple] = {}
 
@@ -148,8 +150,12 @@ class _Optimizer:
             return structured.factorize(current, cfg, self.train, self.eval, **kw)
         if step == "filters":
             return structured.filters(current, cfg, self.train, self.eval, **kw)
+        if step == "prune" and cfg.get("target") == "auto":
+            self.log(f"[{recipe.name}] prune: searching the strongest sparsity within {recipe.max_drop:g} points "
+                     f"(at most {prune.AUTO_TRIALS} trials on {len(self.val)} validation samples from --train)")
+            return prune.prune_auto(current, cfg, self.fit, self.val, recipe.max_drop, **kw)
         if step == "prune":
-            return prune.prune(current, cfg, self.train, self.eval, **kw)
+            return prune.prune(current, cfg, self.train, self.val, **kw)
         if step == "cluster":
             return cluster.cluster(current, cfg, self.train, preserve_sparsity=bool(recipe.prune), **kw)
         return qat.qat(current, cfg, self.train, recipe.qat_scheme, **kw)
@@ -173,6 +179,8 @@ class _Optimizer:
         for step in recipe.steps:
             cfg = getattr(recipe, step)
             key += f"|{step}:{json.dumps(cfg, sort_keys=True)}"
+            if step == "prune" and recipe.auto:
+                key += f"@{recipe.max_drop}"
             t0 = time.perf_counter()
             reused = key in self.cache
             if not reused:
@@ -196,6 +204,11 @@ class _Optimizer:
             else:
                 rec["scheme"] = recipe.qat_scheme
                 text += f"  scheme {recipe.qat_scheme}"
+            if "search" in details:
+                tried = ", ".join(f"{t['target']:.0%}: {t['drop_points']:+.1f}" for t in details["search"]["trials"])
+                text += f"  chose {details['target']:.0%} (tried {tried} pts on validation)"
+                if not details["search"]["budget_met"]:
+                    text += " OVER BUDGET at every setting tried"
             if "macs_after" in details:
                 text += f"  MACs {details['macs_before']:,} -> {details['macs_after']:,}"
             if after is not None:
@@ -230,7 +243,7 @@ def _survival(recipe: Recipe, records: list[dict], info) -> dict:
 
 
 def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, work: Path, keras_acc,
-                   eval_data, records, log: Log, label: str, counts: dict) -> Variant:
+                   eval_data, records, log: Log, label: str, counts: dict, reference: float | None) -> Variant:
     from .convert import edgetpu
     from .validate import accuracy
     path = work / f"{recipe.name}.tflite"
@@ -256,8 +269,17 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
                 f"pre-flight ({pre['mappable_ops']} of {pre['mappable_ops'] + pre['cpu_ops']} ops mappable)")
     t0 = time.perf_counter()
     acc = accuracy(model_bytes, eval_data) if eval_data is not None else None
+    drop = within = None
     if acc is not None:
         log(f"{label}: validate {time.perf_counter() - t0:6.1f} s  accuracy {acc:.4f} in LiteRT")
+    if acc is not None and reference is not None:
+        drop = round(100.0 * (reference - acc), 2)
+        within = drop <= recipe.max_drop + 1e-9
+        if not within:
+            msg = (f"over the accuracy budget: {drop:.1f} points below the Keras model (budget {recipe.max_drop:g}); "
+                   f"select and sweep leave it out unless --include-over-budget")
+            warnings.append(msg)
+            log(f"{label}: WARNING  {msg}")
     return Variant(
         name=recipe.name, recipe=recipe.name, path=path.name, sha256=info.sha256, bytes=info.bytes,
         gzip_bytes=info.gzip_bytes, sparsity=round(info.sparsity, 4),
@@ -269,13 +291,13 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         optimizations={s: getattr(recipe, s) for s in recipe.steps} | (
             {"qat_scheme": recipe.qat_scheme} if recipe.qat else {}),
         survival=survival, edgetpu=tpu, steps=records, recipe_config=recipe.config(), macs=counts.get("macs"),
-        params=counts.get("params"))
+        params=counts.get("params"), max_drop=recipe.max_drop, accuracy_drop=drop, within_budget=within)
 
 
 def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | None = None, *, train=None,
                        calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr,
                        reuse: bool = False, labels=None, keep_going: bool = False,
-                       overwrite: bool = False) -> Manifest:
+                       overwrite: bool = False, max_drop: float | None = None) -> Manifest:
     """Build, validate and describe every variant of `model` for `device`; returns the manifest.
 
     `model` is a path (.keras / .h5 / SavedModel folder) or a tf_keras model (never modified).
@@ -294,6 +316,10 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     for r in chosen:
         check_recipe_fits(r, profile)
     chosen = [_with_channel_multiple(r, profile) for r in chosen]
+    if max_drop is not None:  # the user's accuracy budget overrides the recipes'
+        if not 0 <= max_drop <= 100:
+            raise ConfigError(f"--max-drop must be between 0 and 100 points, got {max_drop:g}")
+        chosen = [dataclasses.replace(r, max_drop=float(max_drop)) for r in chosen]
     if len({r.name for r in chosen}) != len(chosen):
         raise ConfigError("a recipe is named twice")
     t_start = time.perf_counter()
@@ -372,7 +398,8 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
         counts = count(plain)
     except Exception:  # noqa: BLE001 - MACs are informative; a layer the counter does not know must not fail
         counts = {}
-    return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label, counts)
+    return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label, counts,
+                          ref_acc)
 
 
 def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:

@@ -42,7 +42,7 @@ PROFILE_SCHEMA = {
 }
 
 _PRUNE = {
-    "target": Field(float, minimum=0.0, maximum=0.99),
+    "target": Field((int, float, str)),  # a sparsity in [0, 0.99], or "auto": the strongest within max_drop
     "schedule": Field(str, choices=("constant", "polynomial")),
     "structure": Field(str, choices=("2:4", "filters"), nullable=True),
     "allocation": Field(str, choices=("uniform", "sensitivity")),
@@ -62,6 +62,7 @@ _QAT = {"epochs": Field(int, minimum=1)}
 RECIPE_SCHEMA = {
     "name": Field(str, required=True),
     "description": Field(str, required=True),
+    "max_drop": Field(float, minimum=0.0, maximum=100.0),  # accuracy budget, points below the Keras model
     "optimize": Field(dict, nested={
         "factorize": Field(dict, nested=_FACTORIZE),
         "distill": Field(dict, nested=_DISTILL),
@@ -75,6 +76,9 @@ RECIPE_SCHEMA = {
     }),
     "post": Field(list, item=str, choices=POST_STEPS),
 }
+
+
+DEFAULT_MAX_DROP = 1.0  # points
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class Recipe:
     factorize: dict | None = None
     filters: dict | None = None  # structured filter pruning (prune: {structure: filters, target_flops: ...})
     distill: dict | None = None  # knowledge distillation in every fine-tune of this recipe
+    max_drop: float = DEFAULT_MAX_DROP  # accuracy budget: points below the original Keras model
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -153,14 +158,22 @@ class Recipe:
 
     def config(self) -> dict:
         """Everything that changes the produced model (not the name or description)."""
-        return {"optimize": {k: getattr(self, k) for k in self.steps}, "distill": self.distill, "mode": self.mode,
-                "io": self.io, "post": list(self.post)}
+        out = {"optimize": {k: getattr(self, k) for k in self.steps}, "distill": self.distill, "mode": self.mode,
+               "io": self.io, "post": list(self.post)}
+        if self.auto:
+            out["max_drop"] = self.max_drop  # the budget decides the strength
+        return out
+
+    @property
+    def auto(self) -> bool:
+        """Some strength is searched within the accuracy budget (`target: auto`)."""
+        return (self.prune or {}).get("target") == "auto"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description,
                 "optimize": {k: getattr(self, k) for k in self.steps},
                 "quantization": {"mode": self.mode, "io": self.io}, "post": list(self.post),
-                "qat_scheme": self.qat_scheme}
+                "qat_scheme": self.qat_scheme, "max_drop": self.max_drop}
 
 
 def _data_dir(package: str) -> Path:
@@ -246,10 +259,15 @@ def load_recipe(name: str) -> Recipe:
             raise ConfigError(f"{source}: 'optimize.prune.channel_multiple' must be a positive integer or "
                               f"'device' (the device profile's int8 kernel tile), got {tile!r}")
     elif prune and "target" not in prune and prune.get("structure") != "2:4":
-        raise ConfigError(f"{source}: 'optimize.prune' needs 'target' (a sparsity such as 0.8)")
+        raise ConfigError(f"{source}: 'optimize.prune' needs 'target' (a sparsity such as 0.8, or auto)")
+    target = (prune or {}).get("target")
+    if isinstance(target, str) and target != "auto" or isinstance(target, (int, float)) and not 0 <= target <= 0.99:
+        raise ConfigError(f"{source}: 'optimize.prune.target' must be a sparsity between 0 and 0.99 or 'auto', "
+                          f"got {target!r}")
     return Recipe(name=data["name"], description=data["description"], mode=q["mode"], io=io,
                   prune=prune, cluster=opt.get("cluster"), qat=opt.get("qat"), post=post, source=source,
-                  factorize=opt.get("factorize"), filters=filters, distill=opt.get("distill"))
+                  factorize=opt.get("factorize"), filters=filters, distill=opt.get("distill"),
+                  max_drop=float(data.get("max_drop", DEFAULT_MAX_DROP)))
 
 
 def check_recipe_fits(recipe: Recipe, profile: DeviceProfile) -> None:

@@ -19,12 +19,14 @@ def manifest_table(manifest) -> str:
     rows = []
     for v in manifest.variants:
         ratio = f"{fp32.gzip_bytes / v.gzip_bytes:.1f}x" if fp32 else ""
-        rows.append([v.name, f"{v.accuracy:.4f}" if v.accuracy is not None else "-",
+        drop = "-" if v.accuracy_drop is None else f"{v.accuracy_drop:+.2f}" + ("" if v.within_budget else " OVER")
+        notes = "; ".join(v.problems + v.warnings)
+        rows.append([v.name, f"{v.accuracy:.4f}" if v.accuracy is not None else "-", drop,
                      f"{v.bytes:,}", f"{v.gzip_bytes:,}", ratio, f"{v.sparsity:.1%}",
                      v.min_runtime_version or "?", "yes" if v.compatible else "NO",
-                     "; ".join(v.problems)[:90]])
-    return table(["variant", "accuracy", "bytes", "gzip", "vs fp32", "sparsity", "min rt", "fits", "problems"],
-                 rows, "lrrrrrrll")
+                     notes[:110] + ("…" if len(notes) > 110 else "")])
+    return table(["variant", "accuracy", "drop pts", "bytes", "gzip", "vs fp32", "sparsity", "min rt", "fits",
+                  "problems / warnings"], rows, "lrrrrrrrll")
 
 
 def _tile(p) -> str:

@@ -155,7 +155,7 @@ def _compatible(variant, manifest_path: str, manifest_device: str, profile: str,
 
 
 def gather(store, board: str | None, device: str | None, manifests: list[str] | None, percentile: str,
-           include_throttled: bool) -> tuple[list[Candidate], list[str]]:
+           include_throttled: bool, include_over_budget: bool = False) -> tuple[list[Candidate], list[str]]:
     """Candidates (one per variant x board x threads x delegate) from the store and the manifests."""
     if percentile not in PERCENTILES:
         raise ConfigError(f"--percentile must be one of {', '.join(PERCENTILES)}")
@@ -185,9 +185,12 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
         groups.setdefault((r["model_sha256"], r["board"], r["threads"], r["delegate"]), []).append(r)
     if throttled_skipped:
         notes.append(f"{throttled_skipped} measurements taken while throttled were left out (--include-throttled)")
-    cands, incompatible, fit_cache = [], 0, {}
+    cands, incompatible, fit_cache, over = [], 0, {}, set()
     for (sha, b, threads, delegate), rs in groups.items():
         mpath, v, mdevice = variants[sha]
+        if v.within_budget is False and not include_over_budget:
+            over.add(v.name)
+            continue
         if not _compatible(v, mpath, mdevice, rs[0]["profile"], fit_cache):
             incompatible += 1
             continue
@@ -197,6 +200,8 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
                                latency_ms=lat, measurements=len(rs), runs=sum(r["n_runs"] or 0 for r in rs),
                                model_sha256=sha, model=model_names.get(mpath, "")))
         cands[-1]._ids = [r["id"] for r in rs]  # for the bootstrap
+    if over:
+        notes.append(f"left out as over their accuracy budget: {', '.join(sorted(over))} (--include-over-budget)")
     if incompatible:
         notes.append(f"{incompatible} measured configurations were left out: not compatible with their board's profile")
     return cands, notes
@@ -267,13 +272,14 @@ def choose(cands: list[Candidate], budget: Budget, percentile: str) -> tuple[Can
 
 def select(store, *, board: str | None = None, device: str | None = None, budget: Budget | None = None,
            percentile: str = "p50", manifests: list[str] | None = None, include_throttled: bool = False,
+           include_over_budget: bool = False,
            ci_level: float = 0.95) -> Decision:
     if not board and not device:
         raise ConfigError("say which target: --board NAME or --device PROFILE")
     budget = budget or Budget()
     if budget.confidence is not None and not 0.5 <= budget.confidence < 1:
         raise ConfigError("--confidence must be between 0.5 and 1, e.g. 0.95")
-    cands, notes = gather(store, board, device, manifests, percentile, include_throttled)
+    cands, notes = gather(store, board, device, manifests, percentile, include_throttled, include_over_budget)
     if not cands and any("throttled" in n for n in notes):
         raise ConfigError("every measurement on this target was taken while the board was hot or throttled; "
                           "let it cool and profile again with --force, or pass --include-throttled")

@@ -83,11 +83,11 @@ def grid_recipes(grid: dict, profile: DeviceProfile) -> list[Recipe]:
     return recipes
 
 
-def _convert_one(model, device, recipes, train, calibration, eval_data, out):
+def _convert_one(model, device, recipes, train, calibration, eval_data, out, max_drop=None):
     """One device's variants (runs in a worker process when --jobs > 1)."""
     from .pipeline import convert_for_device
     return convert_for_device(model, device, recipes, train=train, calibration=calibration, eval=eval_data,
-                              out=out, reuse=True, keep_going=True)
+                              out=out, reuse=True, keep_going=True, max_drop=max_drop)
 
 
 @dataclass
@@ -102,7 +102,8 @@ class SweepResult:
 def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, train=None, calibration=None,
           eval=None, grid: str | Path | None = None, out: str | Path = "sweep-out", jobs: int = 1,
           threads: list[int] | None = None, runs: int = 100, warmup: int = 10, budgets: list | None = None,
-          known_hosts=None, accept_new_host: bool = False, log=None) -> SweepResult:
+          known_hosts=None, accept_new_host: bool = False, log=None, max_drop: float | None = None,
+          include_over_budget: bool = False) -> SweepResult:
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(out)
     profiles = [load_profile(d) for d in devices]
@@ -121,11 +122,12 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
         # spawn, not fork: a forked child of a process that touched TensorFlow can deadlock
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {p.name: pool.submit(_convert_one, str(model), p.name, plan[p.name], train, calibration, eval,
-                                           out / p.name) for p in profiles}
+                                           out / p.name, max_drop) for p in profiles}
             manifests = {name: f.result() for name, f in futures.items()}
     else:
         for p in profiles:
-            manifests[p.name] = _convert_one(model, p.name, plan[p.name], train, calibration, eval, out / p.name)
+            manifests[p.name] = _convert_one(model, p.name, plan[p.name], train, calibration, eval, out / p.name,
+                                             max_drop)
     log(f"[sweep] converted in {time.perf_counter() - t0:.1f} s")
     recipe_failures = [(d, f) for d, m in manifests.items() for f in m.failed]
     for d, f in recipe_failures:
@@ -150,7 +152,8 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
         for b in boards:
             for budget in budgets or [Budget()]:
                 try:
-                    dec = select(store, board=b.name, budget=budget, manifests=[str(out / d / "manifest.json")])
+                    dec = select(store, board=b.name, budget=budget, manifests=[str(out / d / "manifest.json")],
+                                 include_over_budget=include_over_budget)
                 except ConfigError as e:
                     log(f"[sweep] {d} on {b.name}: {e}")
                     continue

@@ -26,15 +26,16 @@ def test_file_that_is_not_a_model(tmp_path, name, content):
     assert not out.exists()
 
 
-def test_keras3_model_is_refused_with_advice(tmp_path):
+def test_keras3_model_converts_directly(tmp_path):
     path = tmp_path / "k3.keras"
     code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None); import keras;"
             "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]); m.save(r'%s')" % path)
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
-    line = assert_one_line_error(convert(path, tmp_path / "o", "--device", "local", "--recipe", "fp32"),
-                                 "Keras 3", "tf_keras")
-    assert "TF_USE_LEGACY_KERAS" in line
+    proc = convert(path, tmp_path / "o", "--device", "local", "--recipe", "fp32", "--json")
+    assert proc.returncode == 0, proc.stderr
+    m = __import__("json").loads(proc.stdout)
+    assert m["source_model"]["keras"] == 3 and m["variants"][0]["inputs"][0]["shape"][-1] == 4
 
 
 @pytest.fixture(scope="module")

@@ -74,12 +74,12 @@ def odd_layers(size: int = 16, keras3: bool = False):
     x = L.Rescaling(2.0, offset=-1.0, name="rescale")(inp)
     x = L.ZeroPadding2D(1, name="pad")(x)
     x = L.Conv2D(16, 3, name="stem")(x)
-    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.BatchNormalization(momentum=0.9, name="stem_bn")(x)
     x = L.Activation("swish", name="act")(x)
     a = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
     b = L.Conv2D(16, 1, name="pw")(x)
     x = L.Concatenate(name="cat")([a, b])
-    x = L.BatchNormalization(name="lonely_bn")(x)  # standalone: follows a Concatenate
+    x = L.BatchNormalization(momentum=0.9, name="lonely_bn")(x)  # standalone: after a Concatenate
     if not keras3:
         import tensorflow as tf
         x = x * tf.nn.relu6(x + 3.0) / 6.0  # hard-swish written as TF ops: TFOpLambda layers
@@ -100,7 +100,7 @@ def train(model, size: int, epochs: int = 3, keras3: bool = False):
     keras = _keras(keras3)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(xtr, ytr, epochs=epochs, batch_size=64, verbose=0)
+    model.fit(xtr, ytr, epochs=epochs, batch_size=32, verbose=0)
     return model
 
 

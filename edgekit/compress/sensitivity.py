@@ -27,7 +27,7 @@ def prunable_layers(model, method: str) -> list:
     return layers
 
 
-def _accuracy(model, data: Dataset) -> float:
+def accuracy_of(model, data: Dataset) -> float:
     pred = model.predict(data.x, batch_size=512, verbose=0)
     return float((pred.reshape(len(pred), -1).argmax(axis=1) == class_indices(data.y)).mean())
 
@@ -70,14 +70,14 @@ def analyse(model, data: Dataset, sparsities=DEFAULT_SPARSITIES, method: str = "
         result = json.loads(path.read_text())
         result["cached"] = True
         return result
-    base = _accuracy(model, data)
+    base = accuracy_of(model, data)
     layers = {}
     for layer in prunable_layers(model, method):
         original = layer.get_weights()
         accs = []
         for s in sparsities:
             layer.set_weights(_pruned(original, s, method))
-            accs.append(_accuracy(model, data))
+            accs.append(accuracy_of(model, data))
         layer.set_weights(original)
         layers[layer.name] = {"type": type(layer).__name__, "params": int(original[0].size), "accuracy": accs}
     result = {"baseline": base, "method": method, "sparsities": list(sparsities), "layers": layers,

@@ -1,0 +1,126 @@
+"""Models we did not design for edgekit: the layers TF-MOT trips on (Rescaling, Normalization-like input scaling,
+squeeze-excitation Multiply, hard-swish as TF ops, a standalone BatchNormalization, Concatenate, ZeroPadding2D,
+Reshape, Dropout), a Keras 3 model, and a real keras.applications family."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def data16(tmp_path_factory):
+    import zoo
+    return zoo.write_npz(tmp_path_factory.mktemp("d16"), 16)
+
+
+@pytest.fixture(scope="module")
+def odd_model(tmp_path_factory):
+    import zoo
+    m = zoo.train(zoo.odd_layers(16), 16, epochs=10)
+    path = tmp_path_factory.mktemp("odd") / "odd.keras"
+    m.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def odd_keras3(tmp_path_factory):
+    import zoo
+    m = zoo.train(zoo.odd_layers(16, keras3=True), 16, epochs=10, keras3=True)
+    import keras
+    assert isinstance(m, keras.Model) and keras.__version__.startswith("3")
+    path = tmp_path_factory.mktemp("odd3") / "odd3.keras"
+    m.save(path)
+    return path
+
+
+def _ops(path):
+    from edgekit.flatbuffer import read_model
+    return {o["op"] for o in read_model(path).ops}
+
+
+def test_odd_layers_go_through_prune_cluster_and_qat(odd_model, data16, tmp_path):
+    train, test = data16
+    out = tmp_path / "o"
+    proc = run_cli("convert-for-device", odd_model, "--device", "rpi4", "--train", train, "--eval", test,
+                   "--recipe", "pruned-int8", "--recipe", "pcqat-int8", "--recipe", "cqat-int8", "--out", out,
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout)
+    assert [v["name"] for v in m["variants"]] == ["pruned-int8", "pcqat-int8", "cqat-int8"] and not m["failed"]
+    steps = {s["step"]: s for v in m["variants"] for s in v["steps"]}
+    left = steps["prune"]["layers_left"]
+    assert "no weights to prune" in left["rescale"] and "no prunable weights" in left["lonely_bn"]
+    handled = steps["qat"]["layers_handled"]
+    assert "output fake-quantized" in handled["rescale"] and "output fake-quantized" in handled["se_mul"]
+    assert "BatchNormalization without a conv" in handled["lonely_bn"]
+    assert any("TFOpLambda" in why for why in handled.values())
+    assert "stem_bn" not in handled  # after a conv: TF-MOT folds it itself
+    for v in m["variants"]:
+        assert v["sparsity"] >= (0.75 if "p" in v["name"][:2] else 0.0)
+        assert v["accuracy"] >= m["reference_keras_accuracy"] - 0.15, (v["name"], v["accuracy"])
+        weights_dtypes = {w["dtype"] for w in v["inputs"]} | {w["dtype"] for w in v["outputs"]}
+        assert weights_dtypes == {"int8"}
+    assert "HARD_SWISH" in _ops(out / "pcqat-int8.tflite") or "MUL" in _ops(out / "pcqat-int8.tflite")
+
+
+def test_a_recipe_the_model_cannot_take_fails_alone(tmp_path, digits_data):
+    """A layer TF-MOT cannot handle marks that recipe impossible in the pre-flight; the rest is built."""
+    from edgekit._tf import keras
+
+    class Custom(keras.layers.Layer):  # a user's own layer: no TF-MOT support and no QuantizeConfig of ours
+        def build(self, shape):
+            self.w = self.add_weight(name="w", shape=(shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.w
+    m = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), Custom(name="mine"),
+                          keras.layers.Dense(10, activation="softmax")])
+    from edgekit import convert_for_device
+    train, test = digits_data
+    lines = []
+    manifest = convert_for_device(m, "local", ["int8", "pcqat-int8"], train=train, eval=test, out=tmp_path / "o",
+                                  log=lines.append)
+    assert [v.name for v in manifest.variants] == ["int8"]
+    (failed,) = manifest.failed
+    assert failed["recipe"] == "pcqat-int8" and failed["stage"] == "preflight"
+    assert "'pcqat-int8'" in failed["error"] and "Custom" in failed["error"] and "\n" not in failed["error"]
+    assert any("FAILED" in ln for ln in lines)
+
+
+def test_keras3_model_through_the_default_recipes(odd_keras3, data16, tmp_path):
+    train, test = data16
+    out = tmp_path / "o"
+    proc = run_cli("convert-for-device", odd_keras3, "--device", "rpi4", "--train", train, "--eval", test,
+                   "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "rebuilt in tf_keras" in proc.stderr and "Saved artifact" not in proc.stdout + proc.stderr
+    m = json.loads(proc.stdout)
+    assert m["source_model"]["keras"] == 3 and not m["failed"]
+    names = [v["name"] for v in m["variants"]]
+    assert names == ["fp32", "dynamic", "int8", "pruned-int8", "pcqat-int8"]
+    ref = m["reference_keras_accuracy"]
+    fp32 = next(v for v in m["variants"] if v["name"] == "fp32")
+    assert abs(fp32["accuracy"] - ref) < 1e-9  # converted from the Keras 3 model itself
+    pruned = next(v for v in m["variants"] if v["name"] == "pruned-int8")
+    assert pruned["sparsity"] > 0.75
+
+
+def test_keras3_rebuild_is_exact_and_names_what_it_cannot_carry(odd_keras3):
+    import keras
+    from edgekit import keras3
+    from edgekit.errors import OptimizationError
+    model = keras.saving.load_model(odd_keras3)
+    x = np.random.default_rng(0).random((16, 16, 16, 3), dtype=np.float32)
+    twin = keras3.to_tf_keras(model, x)
+    assert np.max(np.abs(model.predict(x, verbose=0) - twin.predict(x, verbose=0))) <= keras3.TOLERANCE
+
+    @keras.saving.register_keras_serializable(package="test")
+    class Twice(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+    inp = keras.Input((4,))
+    odd = keras.Model(inp, keras.layers.Dense(2)(Twice(name="twice")(inp)))
+    with pytest.raises(OptimizationError, match="layer 'twice' \\(Twice\\)"):
+        keras3.to_tf_keras(odd)
