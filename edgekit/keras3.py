@@ -51,7 +51,10 @@ def _layer(op):
     kind = type(op).__name__
     for _ in range(8):  # drop settings tf_keras does not know, one by one
         try:
-            return tf_keras.layers.deserialize({"class_name": kind, "config": cfg})
+            layer = tf_keras.layers.deserialize({"class_name": kind, "config": cfg})
+            if not isinstance(layer, tf_keras.layers.Layer):
+                raise ValueError(f"unknown layer class {kind}")
+            return layer
         except TypeError as e:
             bad = str(e).split("'")[1] if "'" in str(e) else None
             if not bad or bad not in cfg:

@@ -38,21 +38,26 @@ def test_keras3_model_converts_directly(tmp_path):
     assert m["source_model"]["keras"] == 3 and m["variants"][0]["inputs"][0]["shape"][-1] == 4
 
 
-@pytest.fixture(scope="module")
-def layernorm_model(tmp_path_factory):
+def test_a_layer_no_recipe_can_handle_is_named_before_training(digits_data, tmp_path):
+    """When every recipe asked for is impossible for the model, the run stops in the pre-flight (seconds), naming
+    the layer, and nothing is written."""
+    from edgekit import convert_for_device
     from edgekit._tf import keras
-    m = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
-                          keras.layers.LayerNormalization(name="odd_norm"), keras.layers.Dense(10)])
-    path = tmp_path_factory.mktemp("ln") / "ln.keras"
-    m.save(path)
-    return path
+    from edgekit.errors import OptimizationError
 
+    class Scale(keras.layers.Layer):  # the user's own layer: TF-MOT knows nothing of it
+        def build(self, shape):
+            self.w = self.add_weight(name="w", shape=(shape[-1],), initializer="ones")
 
-def test_layer_qat_cannot_quantize_is_named_before_training(layernorm_model, digits_data, tmp_path):
+        def call(self, x):
+            return x * self.w
+    m = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), Scale(name="odd_scale"),
+                          keras.layers.Dense(10)])
     train, _ = digits_data
     out = tmp_path / "o"
-    assert_one_line_error(convert(layernorm_model, out, "--device", "local", "--recipe", "pcqat-int8",
-                                  "--train", train), "odd_norm", "quantiz")
+    with pytest.raises(OptimizationError, match="Scale") as e:
+        convert_for_device(m, "local", ["pcqat-int8"], train=train, out=out, log=lambda s: None)
+    assert "\n" not in str(e.value) and "pcqat-int8" in str(e.value)
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
 
 
