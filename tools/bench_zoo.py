@@ -1,0 +1,77 @@
+"""Models we did not design, through a device's default recipes: per model x recipe, ok / failed (why),
+accuracy drop vs Keras, gzip ratio vs fp32, wall time.
+
+    python tools/bench_zoo.py --models MobileNetV3Small,EfficientNetB0 --devices rpi4,coral-usb [--keras3]
+
+Models come from tools/zoo.py (keras.applications with weights=None at a small input, plus the odd-layers model),
+trained briefly on sklearn's digits upscaled to RGB; nothing is downloaded."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import zoo  # noqa: E402
+
+
+def build(name: str, size: int, epochs: int, keras3: bool, folder: Path) -> Path:
+    model = zoo.odd_layers(size, keras3=keras3) if name == "odd" else zoo.application(name, size, keras3=keras3)
+    zoo.train(model, size, epochs=epochs, keras3=keras3)
+    path = folder / f"{name}{'-k3' if keras3 else ''}.keras"
+    model.save(path)
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="odd,MobileNetV3Small,EfficientNetB0")
+    ap.add_argument("--devices", default="rpi4")
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--keras3", action="store_true", help="also build each model with Keras 3")
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edgekit import convert_for_device
+    from edgekit.errors import EdgekitError
+    work = Path(tempfile.mkdtemp(prefix="bench-zoo-"))
+    train, test = zoo.write_npz(work / "data", args.size)
+    rows = []
+    for name in args.models.split(","):
+        for k3 in ([False, True] if args.keras3 else [False]):
+            size = 16 if name == "odd" else args.size
+            tr, te = (zoo.write_npz(work / "d16", 16) if size == 16 else (train, test))
+            path = build(name, size, args.epochs, k3, work)
+            for device in args.devices.split(","):
+                t0 = time.perf_counter()
+                label = f"{name}{' (Keras 3)' if k3 else ''}"
+                try:
+                    m = convert_for_device(path, device, train=tr, eval=te, out=work / f"{path.stem}-{device}",
+                                           keep_going=True, log=lambda s: None)
+                except EdgekitError as e:
+                    rows.append([label, device, "RUN FAILED", str(e)[:80], "", "", f"{time.perf_counter() - t0:.0f}"])
+                    continue
+                secs = time.perf_counter() - t0
+                fp32 = next((v for v in m.variants if v.quantization.get("mode") == "float32"), None)
+                for v in m.variants:
+                    ratio = f"{fp32.gzip_bytes / v.gzip_bytes:.1f}x" if fp32 else "-"
+                    drop = "-" if v.accuracy_drop is None else f"{v.accuracy_drop:+.2f}"
+                    flag = "ok" if v.within_budget is not False else "OVER"
+                    rows.append([label, device, v.name, flag, drop, ratio, f"{secs:.0f}"])
+                for f in m.failed:
+                    rows.append([label, device, f["recipe"], "FAILED: " + f["error"][:70], "", "", f"{secs:.0f}"])
+                print(f"# {label} on {device}: reference {m.reference_keras_accuracy:.4f}, {secs:.0f} s", flush=True)
+    head = ["model", "device", "recipe", "result", "drop pts", "gzip vs fp32", "run s"]
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    for r in [head, ["-" * w for w in widths]] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
