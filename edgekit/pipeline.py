@@ -139,6 +139,7 @@ class _Optimizer:
         self.model, self.train, self.eval, self.log = model, train, eval_data, log
         # decisions (sensitivity, strength searches) use a split carved from --train, never --eval
         self.fit, self.val = train.split(0.2)
+        self.val_reference = None  # the original model's accuracy on self.val
         self.reference_accuracy = reference_accuracy
         self.cache: dict[str, tuple] = {}
 
@@ -150,10 +151,17 @@ class _Optimizer:
             return structured.factorize(current, cfg, self.train, self.eval, **kw)
         if step == "filters":
             return structured.filters(current, cfg, self.train, self.eval, **kw)
-        if step == "prune" and cfg.get("target") == "auto":
-            self.log(f"[{recipe.name}] prune: searching the strongest sparsity within {recipe.max_drop:g} points "
-                     f"(at most {prune.AUTO_TRIALS} trials on {len(self.val)} validation samples from --train)")
-            return prune.prune_auto(current, cfg, self.fit, self.val, recipe.max_drop, **kw)
+        if cfg.get("target") == "auto" or cfg.get("clusters") == "auto":
+            from .compress.sensitivity import accuracy_of
+            from .optimize.search import TRIALS
+            if self.val_reference is None:
+                self.val_reference = accuracy_of(self.model, self.val)
+            self.log(f"[{recipe.name}] {step}: searching the strongest setting within {recipe.max_drop:g} points "
+                     f"(at most {TRIALS} trials on {len(self.val)} validation samples from --train)")
+            if step == "prune":
+                return prune.prune_auto(current, cfg, self.fit, self.val, recipe.max_drop, self.val_reference, **kw)
+            return cluster.cluster_auto(current, cfg, self.fit, self.val, bool(recipe.prune), recipe.max_drop,
+                                        self.val_reference, **kw)
         if step == "prune":
             return prune.prune(current, cfg, self.train, self.val, **kw)
         if step == "cluster":
@@ -179,7 +187,7 @@ class _Optimizer:
         for step in recipe.steps:
             cfg = getattr(recipe, step)
             key += f"|{step}:{json.dumps(cfg, sort_keys=True)}"
-            if step == "prune" and recipe.auto:
+            if "auto" in (cfg.get("target"), cfg.get("clusters")):
                 key += f"@{recipe.max_drop}"
             t0 = time.perf_counter()
             reused = key in self.cache
@@ -205,8 +213,12 @@ class _Optimizer:
                 rec["scheme"] = recipe.qat_scheme
                 text += f"  scheme {recipe.qat_scheme}"
             if "search" in details:
-                tried = ", ".join(f"{t['target']:.0%}: {t['drop_points']:+.1f}" for t in details["search"]["trials"])
-                text += f"  chose {details['target']:.0%} (tried {tried} pts on validation)"
+                what = "target" if step == "prune" else "clusters"
+
+                def show(v):
+                    return f"{v:.0%}" if what == "target" else str(v)
+                tried = ", ".join(f"{show(t[what])}: {t['drop_points']:+.1f}" for t in details["search"]["trials"])
+                text += f"  chose {show(details[what])} (tried {tried} pts on validation)"
                 if not details["search"]["budget_met"]:
                     text += " OVER BUDGET at every setting tried"
             if "macs_after" in details:
@@ -235,15 +247,33 @@ def _survival(recipe: Recipe, records: list[dict], info) -> dict:
         result["sparsity"] = {"keras": want, "tflite": round(info.sparsity, 4),
                               "ok": info.sparsity >= want - 0.02}
     if recipe.cluster:
-        n = int(recipe.cluster["clusters"])
+        chosen = next((r.get("clusters") for r in records if r.get("step") == "cluster"), None)
+        n = int(chosen if isinstance(chosen, int) else recipe.cluster["clusters"])
         limit = n + (1 if recipe.prune else 0)  # int8 rounding can split zero from a near-zero centroid
         result["clusters"] = {"clusters": n, "tflite_max_unique_per_channel": info.max_unique_per_channel,
                               "ok": info.max_unique_per_channel <= limit}
     return result
 
 
+def _shortfalls(records: list[dict]) -> list[str]:
+    """Asked for more sparsity than the model gave (e.g. most weights sit in layers TF-MOT leaves alone)."""
+    out = []
+    for rec in records:
+        if rec.get("step") != "prune" or rec.get("structure") == "2:4":
+            continue
+        asked = rec.get("target", (rec.get("settings") or {}).get("target"))
+        got = rec.get("keras_sparsity")
+        if isinstance(asked, (int, float)) and got is not None and got < asked - 0.05:
+            left = rec.get("layers_left") or {}
+            why = f"; left as they are: {', '.join(list(left)[:4])}" if left else \
+                "; the layers pruned hold few of the weights"
+            out.append(f"asked {asked:.0%} sparsity, got {got:.1%}{why}")
+    return out
+
+
 def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, work: Path, keras_acc,
-                   eval_data, records, log: Log, label: str, counts: dict, reference: float | None) -> Variant:
+                   eval_data, records, log: Log, label: str, counts: dict, reference: float | None,
+                   explain=None) -> Variant:
     from .convert import edgetpu
     from .validate import accuracy
     path = work / f"{recipe.name}.tflite"
@@ -254,6 +284,11 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
     for what, check in survival.items():
         if not check["ok"]:
             warnings.append(f"{what} did not survive conversion: {check}")
+    warnings += _shortfalls(records)
+    for text in problems:  # no silent shortfall: on stderr too, not only in the manifest
+        log(f"{label}: PROBLEM  {text}")
+    for text in warnings:
+        log(f"{label}: WARNING  {text}")
     tpu = None
     if "edgetpu_compile" in recipe.post:
         pre = edgetpu_preflight(info).to_dict()
@@ -270,6 +305,7 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
     t0 = time.perf_counter()
     acc = accuracy(model_bytes, eval_data) if eval_data is not None else None
     drop = within = None
+    quant_notes: dict = {}
     if acc is not None:
         log(f"{label}: validate {time.perf_counter() - t0:6.1f} s  accuracy {acc:.4f} in LiteRT")
     if acc is not None and reference is not None:
@@ -280,6 +316,14 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
                    f"select and sweep leave it out unless --include-over-budget")
             warnings.append(msg)
             log(f"{label}: WARNING  {msg}")
+            if explain is not None and recipe.mode in ("int8", "int16x8"):
+                quant_notes["largest_errors"] = explain(model_bytes)
+                if quant_notes["largest_errors"]:
+                    worst = ", ".join(f"'{w['layer']}' ({w['kind']}, {w['relative_error']:.3f})"
+                                      for w in quant_notes["largest_errors"])
+                    note = f"largest {recipe.mode} error vs the float model (relative, per layer output): {worst}"
+                    warnings.append(note)
+                    log(f"{label}: WARNING  {note}")
     return Variant(
         name=recipe.name, recipe=recipe.name, path=path.name, sha256=info.sha256, bytes=info.bytes,
         gzip_bytes=info.gzip_bytes, sparsity=round(info.sparsity, 4),
@@ -287,7 +331,7 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         inputs=[dataclasses.asdict(t) for t in info.inputs], outputs=[dataclasses.asdict(t) for t in info.outputs],
         ops=info.ops,
         min_runtime_version=info.min_runtime_version, compatible=not problems, problems=problems,
-        warnings=warnings, quantization={"mode": recipe.mode, "io": recipe.io},
+        warnings=warnings, quantization={"mode": recipe.mode, "io": recipe.io, **quant_notes},
         optimizations={s: getattr(recipe, s) for s in recipe.steps} | (
             {"qat_scheme": recipe.qat_scheme} if recipe.qat else {}),
         survival=survival, edgetpu=tpu, steps=records, recipe_config=recipe.config(), macs=counts.get("macs"),
@@ -398,8 +442,14 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
         counts = count(plain)
     except Exception:  # noqa: BLE001 - MACs are informative; a layer the counter does not know must not fail
         counts = {}
+    def explain(model_bytes: bytes) -> list[dict]:
+        from .quant_error import worst_layers
+        try:
+            return worst_layers(model_bytes, plain, calibration.x) if calibration is not None else []
+        except Exception:  # noqa: BLE001 - a diagnosis must never fail the variant
+            return []
     return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label, counts,
-                          ref_acc)
+                          ref_acc, explain)
 
 
 def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:

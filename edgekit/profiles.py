@@ -54,7 +54,7 @@ _FACTORIZE = {"energy": Field(float, minimum=0.1, maximum=0.9999), "rank": Field
               "epochs": Field(int, minimum=1)}
 _DISTILL = {"temperature": Field(float, minimum=0.5, maximum=50), "alpha": Field(float, minimum=0.0, maximum=1.0)}
 _CLUSTER = {
-    "clusters": Field(int, required=True, minimum=2, maximum=256),
+    "clusters": Field((int, str), required=True),  # 2..256, or "auto": the fewest within max_drop
     "init": Field(str, choices=("kmeans++", "linear", "density", "random")),
     "epochs": Field(int, minimum=1),
 }
@@ -167,7 +167,7 @@ class Recipe:
     @property
     def auto(self) -> bool:
         """Some strength is searched within the accuracy budget (`target: auto`)."""
-        return (self.prune or {}).get("target") == "auto"
+        return (self.prune or {}).get("target") == "auto" or (self.cluster or {}).get("clusters") == "auto"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description,
@@ -260,6 +260,10 @@ def load_recipe(name: str) -> Recipe:
                               f"'device' (the device profile's int8 kernel tile), got {tile!r}")
     elif prune and "target" not in prune and prune.get("structure") != "2:4":
         raise ConfigError(f"{source}: 'optimize.prune' needs 'target' (a sparsity such as 0.8, or auto)")
+    clusters = (opt.get("cluster") or {}).get("clusters")
+    if clusters is not None and not (clusters == "auto" or isinstance(clusters, int) and not isinstance(clusters, bool)
+                                     and 2 <= clusters <= 256):
+        raise ConfigError(f"{source}: 'optimize.cluster.clusters' must be 2..256 or 'auto', got {clusters!r}")
     target = (prune or {}).get("target")
     if isinstance(target, str) and target != "auto" or isinstance(target, (int, float)) and not 0 <= target <= 0.99:
         raise ConfigError(f"{source}: 'optimize.prune.target' must be a sparsity between 0 and 0.99 or 'auto', "

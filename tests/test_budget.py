@@ -37,6 +37,9 @@ def test_fixed_strength_over_budget_is_flagged_and_not_selected(digits_model, di
     v = {x["name"]: x for x in m["variants"]}
     assert v["prune95-int8"]["within_budget"] is False and v["prune95-int8"]["accuracy_drop"] > 0.5
     assert v["int8"]["within_budget"] is True
+    worst = v["prune95-int8"]["quantization"]["largest_errors"]  # where to look: per-layer int8 error
+    assert worst and {w["layer"] for w in worst} <= {"conv1", "conv2", "fc1", "fc2"}
+    assert all(w["relative_error"] >= 0 for w in worst) and "largest int8 error" in proc.stderr
     store = tmp_path / "s.db"
     proc = run_cli("profile", out / "int8.tflite", out / "prune95-int8.tflite", "--board", "local", "--threads", "1",
                    "--runs", "20", "--store", store, env={"HOME": str(tmp_path)})

@@ -45,7 +45,7 @@ def _wrap(model, cfg: dict, preserve_sparsity: bool):
 
 def preflight(model, cfg: dict, preserve_sparsity: bool) -> None:
     from ..modelio import clone
-    _wrap(clone(model), cfg, preserve_sparsity)
+    _wrap(clone(model), {**cfg, "clusters": 16} if cfg.get("clusters") == "auto" else cfg, preserve_sparsity)
 
 
 def cluster(model, cfg: dict, data: Dataset, preserve_sparsity: bool, teacher=None, distill=None):
@@ -56,3 +56,20 @@ def cluster(model, cfg: dict, data: Dataset, preserve_sparsity: bool, teacher=No
     fit = fine_tune(wrapped, data, epochs=int(cfg.get("epochs", 3)), lr=1e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     return tfmot.clustering.keras.strip_clustering(wrapped), {"fit": fit}
+
+
+AUTO_CLUSTERS = (4, 8, 16, 32, 64)  # fewest (strongest) first
+
+
+def cluster_auto(model, cfg: dict, fit: Dataset, val: Dataset, preserve_sparsity: bool, max_drop: float,
+                 reference: float, teacher=None, distill=None):
+    """The fewest clusters of AUTO_CLUSTERS within the budget on `val` against `reference` (the original model's
+    validation accuracy, so earlier steps' losses count)."""
+    from ..compress.sensitivity import accuracy_of
+    from .search import strongest
+    n, clustered, details, trace = strongest(
+        AUTO_CLUSTERS, lambda k: cluster(model, {**cfg, "clusters": k}, fit, preserve_sparsity, teacher=teacher,
+                                         distill=distill),
+        lambda m: accuracy_of(m, val), reference, max_drop, "clusters")
+    trace["validation_samples"] = len(val)
+    return clustered, {**details, "clusters": n, "search": trace}

@@ -79,39 +79,16 @@ def prune(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, tea
 
 
 AUTO_TARGETS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3)  # strongest first
-AUTO_TRIALS = 4  # a binary search over AUTO_TARGETS: at most this many prune + fine-tune trials
-AUTO_MARGIN = 0.5  # a trial must stay within this share of the budget on validation: the rest absorbs the
-#                    validation -> eval noise (one sample of a 300-sample split is 0.33 points)
 
 
-def prune_auto(model, cfg: dict, fit: Dataset, val: Dataset, max_drop: float, teacher=None, distill=None):
-    """The strongest sparsity of AUTO_TARGETS whose pruned, fine-tuned model loses at most `max_drop` points on
-    `val` (carved from the training data, never --eval) against `model`; returns (model, details with the trace).
-    When even the weakest tried setting is over budget, the most accurate trial is returned (flagged later)."""
-    import time
+def prune_auto(model, cfg: dict, fit: Dataset, val: Dataset, max_drop: float, reference: float, teacher=None,
+               distill=None):
+    """The strongest sparsity of AUTO_TARGETS whose pruned, fine-tuned model stays within the budget on `val`
+    against `reference` (the original model's validation accuracy); returns (model, details with the trace)."""
     from ..compress.sensitivity import accuracy_of
-    reference = accuracy_of(model, val)
-    lo, hi, trials, best, fallback = 0, len(AUTO_TARGETS) - 1, [], None, None
-    while lo <= hi and len(trials) < AUTO_TRIALS:
-        mid = (lo + hi) // 2
-        target = AUTO_TARGETS[mid]
-        t0 = time.perf_counter()
-        pruned, details = prune(model, {**cfg, "target": target}, fit, val, teacher=teacher, distill=distill)
-        acc = accuracy_of(pruned, val)
-        drop = 100.0 * (reference - acc)
-        ok = drop <= max_drop * AUTO_MARGIN
-        trials.append({"target": target, "validation_accuracy": round(acc, 4), "drop_points": round(drop, 2),
-                       "within_budget": ok, "seconds": round(time.perf_counter() - t0, 1)})
-        if ok:
-            best = (target, pruned, details)
-            hi = mid - 1
-        else:
-            lo = mid + 1
-        if fallback is None or acc > fallback[3]:
-            fallback = (target, pruned, details, acc)
-    target, pruned, details = best if best is not None else fallback[:3]
-    details = {**details, "target": target, "search": {
-        "max_drop": max_drop, "validation_budget": max_drop * AUTO_MARGIN, "validation": {"samples": len(val), "reference_accuracy": round(reference, 4)},
-        "trials": trials, "budget_met": best is not None, "trial_budget": AUTO_TRIALS,
-        "candidates": list(AUTO_TARGETS)}}
-    return pruned, details
+    from .search import strongest
+    target, pruned, details, trace = strongest(
+        AUTO_TARGETS, lambda t: prune(model, {**cfg, "target": t}, fit, val, teacher=teacher, distill=distill),
+        lambda m: accuracy_of(m, val), reference, max_drop, "target")
+    trace["validation_samples"] = len(val)
+    return pruned, {**details, "target": target, "search": trace}

@@ -1,0 +1,40 @@
+"""Strength found, not fixed: the strongest setting of a step whose fine-tuned result stays within the accuracy
+budget on a validation split carved from the training data (never --eval), by binary search with a trial cap."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+MARGIN = 0.5  # a trial must stay within this share of the budget on validation: the rest absorbs the
+#               validation -> eval noise (one sample of a 300-sample split is 0.33 points)
+TRIALS = 4
+
+
+def strongest(settings: tuple, run: Callable, score: Callable, reference: float, max_drop: float,
+              what: str) -> tuple[object, object, dict, dict]:
+    """`settings` strongest first; `run(s)` -> (model, details); `score(model)` -> validation accuracy.
+    Returns (setting, model, details, trace).  When no setting tried is within budget, the most accurate trial is
+    returned and the trace says so (the variant is then flagged)."""
+    lo, hi, trials, best, fallback = 0, len(settings) - 1, [], None, None
+    while lo <= hi and len(trials) < TRIALS:
+        mid = (lo + hi) // 2
+        s = settings[mid]
+        t0 = time.perf_counter()
+        model, details = run(s)
+        acc = score(model)
+        drop = 100.0 * (reference - acc)
+        ok = drop <= max_drop * MARGIN
+        trials.append({what: s, "validation_accuracy": round(acc, 4), "drop_points": round(drop, 2),
+                       "within_budget": ok, "seconds": round(time.perf_counter() - t0, 1)})
+        if ok:
+            best = (s, model, details)
+            hi = mid - 1
+        else:
+            lo = mid + 1
+        if fallback is None or acc > fallback[3]:
+            fallback = (s, model, details, acc)
+    s, model, details = best if best is not None else fallback[:3]
+    trace = {"max_drop": max_drop, "validation_budget": max_drop * MARGIN,
+             "validation_reference_accuracy": round(reference, 4), "trials": trials, "budget_met": best is not None,
+             "trial_budget": TRIALS, "candidates": list(settings)}
+    return s, model, details, trace

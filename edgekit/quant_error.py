@@ -1,0 +1,82 @@
+"""Where does a quantized model lose accuracy?  Each Keras layer's output against the matching tensor of the
+.tflite (LiteRT with every intermediate tensor kept), on a few calibration samples: relative error per layer."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _matches(tensor_name: str, layer: str) -> bool:
+    parts = set()
+    for piece in tensor_name.split(";"):
+        parts.update(piece.split("/"))
+    return layer in parts or f"quant_{layer}" in parts
+
+
+def _folded_output(layer):
+    """The converter folds a BatchNormalization into the conv before it: compare the conv's tensor with the BN's
+    output in that case."""
+    nodes = getattr(layer, "_outbound_nodes", [])
+    if len(nodes) == 1:
+        nxt = getattr(nodes[0], "outbound_layer", None) or getattr(nodes[0], "operation", None)
+        if type(nxt).__name__ == "BatchNormalization":
+            return nxt.output
+    return layer.output
+
+
+def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, samples: int = 16) -> list[dict]:
+    """The `top` layers whose int8 output differs most from the float model's: [{layer, kind, relative_error}]
+    (error = |q - f| / |f| over `samples` inputs), most wrong first.  Layers with no matching tensor are skipped."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ._quiet import captured_stderr
+    from .validate import dequantize_output, quantize_input
+    x = x[:samples]
+    with captured_stderr():
+        it = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    produced_at = {}
+    for pos, op in enumerate(it._get_ops_details()):
+        for t in op["outputs"]:
+            produced_at[int(t)] = pos
+    details = [d for d in it.get_tensor_details() if d["index"] in produced_at]
+    # layers with weights (where a user can act: keep them float or int16) plus the model's output; ops that the
+    # converter fuses (activations, TF-op layers) have no tensor of their own to compare
+    final = keras_model.layers[-1]
+    layers = [layer for layer in keras_model.layers
+              if (layer is final or layer.weights and type(layer).__name__ != "BatchNormalization")
+              and not isinstance(layer.output, (list, tuple))]
+    from .keras3 import is_keras3_model
+    if is_keras3_model(keras_model):
+        import keras
+    else:
+        from ._tf import keras
+    probe = keras.Model(keras_model.inputs, [_folded_output(layer) for layer in layers])
+    float_outs = probe.predict(x, verbose=0)
+    float_outs = float_outs if isinstance(float_outs, list) else [float_outs]
+    chosen = {}
+    for layer, f in zip(layers, float_outs):
+        want = tuple(f.shape[1:])
+        if layer is final:  # output tensors are renamed (StatefulPartitionedCall:0)
+            cands = [d for d in details if d["index"] == it.get_output_details()[0]["index"]]
+        else:
+            cands = [d for d in details if _matches(d["name"], layer.name) and tuple(d["shape"][1:]) == want]
+        if cands:
+            chosen[layer.name] = (layer, max(cands, key=lambda d: produced_at[d["index"]]))
+    if not chosen:
+        return []
+    inp = it.get_input_details()[0]
+    got = {name: [] for name in chosen}
+    for i in range(len(x)):
+        it.set_tensor(inp["index"], quantize_input(x[i:i + 1], inp))
+        it.invoke()
+        for name, (_, d) in chosen.items():
+            got[name].append(dequantize_output(it.get_tensor(d["index"]), {"dtype": d["dtype"],
+                                                                             "quantization": d["quantization"]}))
+    out = []
+    for (layer, f) in zip(layers, float_outs):
+        if layer.name not in chosen:
+            continue
+        q = np.concatenate(got[layer.name], axis=0).reshape(f.shape)
+        err = float(np.linalg.norm(q - f) / (np.linalg.norm(f) + 1e-12))
+        out.append({"layer": layer.name, "kind": type(layer).__name__, "relative_error": round(err, 4)})
+    out.sort(key=lambda r: -r["relative_error"])
+    return out[:top]
