@@ -17,6 +17,7 @@ from .data import Dataset, check_calibration, check_fits, check_labels, load_dat
 from .errors import ConfigError, ConversionError, DataError, OptimizationError
 from .flatbuffer import parse_model
 from .manifest import Manifest, Variant
+from .memory import peak_mb, reset_peak
 from .profiles import DeviceProfile, Recipe, check_recipe_fits, load_profile, load_recipe
 
 Log = Callable[[str], None]
@@ -191,6 +192,7 @@ class _Optimizer:
                 key += f"@{recipe.max_drop}"
             t0 = time.perf_counter()
             reused = key in self.cache
+            reset_peak()
             if not reused:
                 before = last_accuracy
                 result, details = self._guarded(step, current, recipe)
@@ -201,6 +203,8 @@ class _Optimizer:
             secs = time.perf_counter() - t0
             rec = {"step": step, "settings": cfg, "seconds": round(secs, 2), "reused": reused,
                    "accuracy_before": before, "accuracy_after": after, **details}
+            if not reused:
+                rec["peak_rss_mb"] = peak_mb()
             if recipe.distill:
                 rec["distill"] = recipe.distill
             text = f"{label}: {step:<8} {secs:6.1f} s"
@@ -225,6 +229,8 @@ class _Optimizer:
                 text += f"  MACs {details['macs_before']:,} -> {details['macs_after']:,}"
             if after is not None:
                 text += f"  accuracy {after:.4f}"
+            if rec.get("peak_rss_mb"):
+                text += f"  peak {rec['peak_rss_mb']:,.0f} MB"
             records.append(rec)
             self.log(text + ("  (reused)" if reused else ""))
         return current, plain, records
@@ -253,6 +259,19 @@ def _survival(recipe: Recipe, records: list[dict], info) -> dict:
         result["clusters"] = {"clusters": n, "tflite_max_unique_per_channel": info.max_unique_per_channel,
                               "ok": info.max_unique_per_channel <= limit}
     return result
+
+
+def _resource_failure(e: Exception) -> bool:
+    """Out of memory (Python's or TensorFlow's): the machine's limit, not the user's input."""
+    if isinstance(e, MemoryError):
+        return True
+    return type(e).__name__ in ("ResourceExhaustedError",) or "out of memory" in str(e).lower()
+
+
+def _one_line(e: Exception) -> str:
+    text = (str(e).strip().splitlines() or [""])[0][:300]
+    kind = "out of memory" if isinstance(e, MemoryError) else type(e).__name__
+    return f"{kind}: {text}" if text else kind
 
 
 def _shortfalls(records: list[dict]) -> list[str]:
@@ -306,6 +325,9 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
     acc = accuracy(model_bytes, eval_data) if eval_data is not None else None
     drop = within = None
     quant_notes: dict = {}
+    sel = next((r for r in records if r.get("step") == "selective"), None)
+    if sel is not None:
+        quant_notes["kept_float"] = sel["kept_float"]
     if acc is not None:
         log(f"{label}: validate {time.perf_counter() - t0:6.1f} s  accuracy {acc:.4f} in LiteRT")
     if acc is not None and reference is not None:
@@ -321,7 +343,8 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
                 if quant_notes["largest_errors"]:
                     worst = ", ".join(f"'{w['layer']}' ({w['kind']}, {w['relative_error']:.3f})"
                                       for w in quant_notes["largest_errors"])
-                    note = f"largest {recipe.mode} error vs the float model (relative, per layer output): {worst}"
+                    note = f"largest {recipe.mode} error vs the float model (relative, per layer output): {worst}" + (
+                        "" if recipe.selective else "; the int8-selective recipe keeps such layers float")
                     warnings.append(note)
                     log(f"{label}: WARNING  {note}")
     return Variant(
@@ -408,6 +431,12 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
                     raise
                 failed.append({"recipe": recipe.name, "error": str(e)})
                 log(f"{label}: FAILED  {e}")
+            except Exception as e:  # noqa: BLE001 - out of memory and other resource failures: this recipe only
+                if not _resource_failure(e):
+                    raise
+                why = f"recipe '{recipe.name}': {_one_line(e)}"
+                failed.append({"recipe": recipe.name, "error": why, "stage": "resources"})
+                log(f"{label}: FAILED  {why} (the other variants are kept)")
         if failed and not variants:
             raise OptimizationError(f"every recipe failed; first: {failed[0]['recipe']}: {failed[0]['error']}")
         manifest = Manifest(
@@ -434,10 +463,19 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
     converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
     keras_acc = records[-1]["accuracy_after"] if records else ref_acc  # measured by the last step
     t0 = time.perf_counter()
+    reset_peak()
     model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes)
     secs = time.perf_counter() - t0
-    records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2), "bytes": len(model_bytes)})
-    log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})")
+    peak = peak_mb()
+    records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2), "bytes": len(model_bytes),
+                    "peak_rss_mb": peak})
+    log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})"
+        + (f"  peak {peak:,.0f} MB" if peak else ""))
+    if recipe.selective:
+        decide = optimizer.val if optimizer is not None else (calibration if calibration is not None and
+                                                               calibration.y is not None else None)
+        model_bytes = _selective(recipe, converted, plain, model_bytes, calibration, decide, profile, records, log,
+                                 label)
     try:
         counts = count(plain)
     except Exception:  # noqa: BLE001 - MACs are informative; a layer the counter does not know must not fail
@@ -450,6 +488,48 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
             return []
     return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label, counts,
                           ref_acc, explain)
+
+
+def _selective(recipe: Recipe, converted, plain, model_bytes: bytes, calibration, decide, profile, records: list,
+               log: Log, label: str) -> bytes:
+    """int8 over budget on data carved from --train: keep its 1, 2, then 4 worst layers float until it fits."""
+    from .compress.sensitivity import accuracy_of
+    from .convert.tflite import convert_selective
+    from .optimize.search import MARGIN
+    from .quant_error import worst_layers
+    from .validate import accuracy
+    if decide is None:
+        log(f"{label}: selective: skipped (no labelled data from --train or --calibration to decide on)")
+        return model_bytes
+    t0 = time.perf_counter()
+    ref = accuracy_of(plain, decide)
+    acc0 = accuracy(model_bytes, decide)
+    rec = {"step": "selective", "decided_on": decide.source, "reference_accuracy": round(ref, 4),
+           "int8_accuracy": round(acc0, 4), "kept_float": [], "trials": []}
+    budget = recipe.max_drop * MARGIN
+    best, best_acc = model_bytes, acc0
+    if 100 * (ref - acc0) > budget:
+        worst = worst_layers(model_bytes, plain, calibration.x, top=4)
+        for k in (1, 2, 4):
+            if k > len(worst):
+                break
+            keep = worst[:k]
+            candidate = convert_selective(converted, calibration, [t for w in keep for t in w["tensors"]],
+                                          profile.static_shapes)
+            acc = accuracy(candidate, decide)
+            rec["trials"].append({"kept_float": [w["layer"] for w in keep], "accuracy": round(acc, 4)})
+            if acc > best_acc:
+                best, best_acc, rec["kept_float"] = candidate, acc, [w["layer"] for w in keep]
+            if 100 * (ref - acc) <= budget:
+                break
+    rec.update(accuracy=round(best_acc, 4), seconds=round(time.perf_counter() - t0, 2), bytes=len(best))
+    records.append(rec)
+    kept = ", ".join(rec["kept_float"]) or ("nothing (int8 is within budget)" if not rec["trials"] else
+                                            "nothing helped (tried " + "; ".join(", ".join(t["kept_float"])
+                                                                                 for t in rec["trials"]) + ")")
+    log(f"{label}: selective {rec['seconds']:5.1f} s  kept float: {kept}; accuracy {acc0:.4f} -> {best_acc:.4f} "
+        f"on {len(decide)} samples from --train")
+    return best
 
 
 def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:

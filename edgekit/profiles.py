@@ -73,6 +73,7 @@ RECIPE_SCHEMA = {
     "quantization": Field(dict, required=True, nested={
         "mode": Field(str, required=True, choices=QUANT_MODES),
         "io": Field(str, choices=IO_DTYPES),
+        "selective": Field(bool),  # int8 only: keep the layers with the largest int8 error float
     }),
     "post": Field(list, item=str, choices=POST_STEPS),
 }
@@ -143,6 +144,7 @@ class Recipe:
     filters: dict | None = None  # structured filter pruning (prune: {structure: filters, target_flops: ...})
     distill: dict | None = None  # knowledge distillation in every fine-tune of this recipe
     max_drop: float = DEFAULT_MAX_DROP  # accuracy budget: points below the original Keras model
+    selective: bool = False  # int8: when over budget, keep the layers with the largest int8 error in float
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -160,7 +162,9 @@ class Recipe:
         """Everything that changes the produced model (not the name or description)."""
         out = {"optimize": {k: getattr(self, k) for k in self.steps}, "distill": self.distill, "mode": self.mode,
                "io": self.io, "post": list(self.post)}
-        if self.auto:
+        if self.selective:
+            out["selective"] = True
+        if self.auto or self.selective:
             out["max_drop"] = self.max_drop  # the budget decides the strength
         return out
 
@@ -243,6 +247,9 @@ def load_recipe(name: str) -> Recipe:
     opt = data.get("optimize") or {}
     q = data["quantization"]
     io = q.get("io", "int8" if q["mode"] == "int8" else "float32")
+    if q.get("selective") and (q["mode"] != "int8" or io != "float32" or "edgetpu_compile" in (data.get("post") or ())):
+        raise ConfigError(f"{source}: 'quantization.selective' needs mode int8 with io float32 (float layers sit "
+                          f"between int8 ones) and no Edge TPU compile")
     if q["mode"] != "int8" and io in ("int8", "uint8"):
         raise ConfigError(f"{source}: 'quantization.io' {io} needs 'quantization.mode' int8")
     if opt.get("qat") and q["mode"] not in ("int8",):
@@ -271,7 +278,7 @@ def load_recipe(name: str) -> Recipe:
     return Recipe(name=data["name"], description=data["description"], mode=q["mode"], io=io,
                   prune=prune, cluster=opt.get("cluster"), qat=opt.get("qat"), post=post, source=source,
                   factorize=opt.get("factorize"), filters=filters, distill=opt.get("distill"),
-                  max_drop=float(data.get("max_drop", DEFAULT_MAX_DROP)))
+                  max_drop=float(data.get("max_drop", DEFAULT_MAX_DROP)), selective=bool(q.get("selective")))
 
 
 def check_recipe_fits(recipe: Recipe, profile: DeviceProfile) -> None:

@@ -24,8 +24,9 @@ def _folded_output(layer):
 
 
 def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, samples: int = 16) -> list[dict]:
-    """The `top` layers whose int8 output differs most from the float model's: [{layer, kind, relative_error}]
-    (error = |q - f| / |f| over `samples` inputs), most wrong first.  Layers with no matching tensor are skipped."""
+    """The `top` layers whose int8 output differs most from the float model's: [{layer, kind, relative_error,
+    tensors}] (error = |q - f| / |f| per output channel over `samples` inputs, averaged over the channels), most
+    wrong first.  Layers with no matching tensor are skipped."""
     from ai_edge_litert.interpreter import Interpreter
     from ._quiet import captured_stderr
     from .validate import dequantize_output, quantize_input
@@ -76,7 +77,13 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
         if layer.name not in chosen:
             continue
         q = np.concatenate(got[layer.name], axis=0).reshape(f.shape)
-        err = float(np.linalg.norm(q - f) / (np.linalg.norm(f) + 1e-12))
-        out.append({"layer": layer.name, "kind": type(layer).__name__, "relative_error": round(err, 4)})
+        # per channel (last axis), then averaged: one wide-range channel must not hide the others rounded to 0
+        fc, qc = f.reshape(-1, f.shape[-1]), q.reshape(-1, f.shape[-1])
+        norms = np.linalg.norm(fc, axis=0)
+        live = norms > 1e-6 * (norms.max() + 1e-12)
+        err = float(np.mean(np.linalg.norm(qc - fc, axis=0)[live] / norms[live])) if live.any() else 0.0
+        out.append({"layer": layer.name, "kind": type(layer).__name__, "relative_error": round(err, 4),
+                    "tensors": sorted({d["name"] for d in details if _matches(d["name"], layer.name)}
+                                      | {chosen[layer.name][1]["name"]})})
     out.sort(key=lambda r: -r["relative_error"])
     return out[:top]

@@ -18,6 +18,8 @@ def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
     assert v.max_drop == 1.0 and v.accuracy_drop is not None
     assert v.within_budget and v.accuracy_drop <= 1.0 and v.sparsity >= 0.5
     ref = manifest.reference_keras_accuracy
+    # memory is a budget too: every step that ran records its own peak RSS
+    assert all(s["peak_rss_mb"] > 100 for s in v.steps if s["step"] == "convert" or not s.get("reused"))
     assert abs(v.accuracy_drop - round(100 * (ref - v.accuracy), 2)) < 1e-6  # against the original model
 
 
@@ -51,3 +53,36 @@ def test_fixed_strength_over_budget_is_flagged_and_not_selected(digits_model, di
     proc = run_cli("select", "--board", "local", "--store", store, "--include-over-budget", "--json")
     assert proc.returncode == 0, proc.stderr
     assert sorted(c["variant"] for c in json.loads(proc.stdout)["candidates"]) == ["int8", "prune95-int8"]
+
+
+def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_path):
+    """One hidden unit with a huge range (read by nobody) makes per-tensor int8 round every other unit to zero:
+    int8 collapses; int8-selective finds the layers with the largest int8 error and keeps them float."""
+    import numpy as np
+    from edgekit import convert_for_device
+    from edgekit._tf import keras
+    from edgekit.data import load_data
+    train, test = digits_data
+    tr = load_data(train)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(name="flat"),
+                          keras.layers.Dense(64, activation="relu", name="hidden"),
+                          keras.layers.Dense(10, activation="softmax", name="out")])
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(tr.x, tr.y, epochs=15, verbose=0)
+    k, b = m.get_layer("hidden").get_weights()
+    k[:, 0], b[0] = np.abs(k[:, 0]) * 2000 + 50, 1000.0
+    m.get_layer("hidden").set_weights([k, b])
+    k2, b2 = m.get_layer("out").get_weights()
+    k2[0, :] = 0
+    m.get_layer("out").set_weights([k2, b2])
+    manifest = convert_for_device(m, "local", ["int8", "int8-selective"], train=train, eval=test,
+                                  out=tmp_path / "o", log=lambda s: None)
+    ref = manifest.reference_keras_accuracy
+    plain, sel = manifest.variant("int8"), manifest.variant("int8-selective")
+    assert ref > 0.9 and plain.within_budget is False and plain.accuracy < 0.5
+    assert "hidden" in {w["layer"] for w in plain.quantization["largest_errors"]}
+    assert sel.within_budget and sel.accuracy >= ref - 0.01
+    assert "hidden" in sel.quantization["kept_float"]
+    (step,) = [s for s in sel.steps if s["step"] == "selective"]
+    assert step["int8_accuracy"] < 0.5 and step["accuracy"] > 0.9 and "validation" in step["decided_on"]

@@ -98,6 +98,9 @@ def odd_layers(size: int = 16, keras3: bool = False):
 def train(model, size: int, epochs: int = 3, keras3: bool = False):
     (xtr, ytr), _ = digits_rgb(size)
     keras = _keras(keras3)
+    for layer in model.layers:  # keras.applications use momentum 0.99-0.999: with ~100 steps of training the
+        if type(layer).__name__ == "BatchNormalization":  # moving statistics would stay near their initial values
+            layer.momentum = 0.9
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.fit(xtr, ytr, epochs=epochs, batch_size=32, verbose=0)

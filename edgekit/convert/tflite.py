@@ -59,3 +59,22 @@ def convert(model, mode: str, io: str = "float32", calibration: Dataset | None =
     except Exception as e:
         lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or str(e).splitlines() or [type(e).__name__]
         raise ConversionError(f"TFLite converter failed ({mode}): {lines[0].strip()[:400]}") from e
+
+
+def convert_selective(model, calibration: Dataset, keep_float: list[str], static_batch: bool = False) -> bytes:
+    """int8 with the ops producing the tensors named in `keep_float` left in float (LiteRT's quantization
+    debugger, `denylisted_nodes`); inputs and outputs stay float32."""
+    from .._tf import tf
+    from .._quiet import captured_stderr
+    conv = _converter(model, static_batch)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative_dataset(calibration)
+    try:
+        with captured_stderr((1, 2)):
+            opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float))
+            dbg = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=representative_dataset(calibration), debug_options=opts)
+            return dbg.get_nondebug_quantized_model()
+    except Exception as e:
+        lines = str(e).splitlines() or [type(e).__name__]
+        raise ConversionError(f"selective int8 conversion failed: {lines[0].strip()[:300]}") from e
