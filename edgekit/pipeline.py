@@ -148,10 +148,17 @@ class _Optimizer:
         from .optimize import cluster, prune, qat, structured
         cfg = getattr(recipe, step)
         kw = {"teacher": self.model if recipe.distill else None, "distill": recipe.distill}
+        if "auto" in (cfg.get("target_flops"), cfg.get("energy")):
+            from .compress.sensitivity import accuracy_of
+            if self.val_reference is None:
+                self.val_reference = accuracy_of(self.model, self.val)
+            self.log(f"[{recipe.name}] {step}: searching the strongest setting within {recipe.max_drop:g} points")
+            return structured.searched(step, current, cfg, self.fit, self.val, recipe.max_drop, self.val_reference,
+                                       **kw)
         if step == "factorize":
-            return structured.factorize(current, cfg, self.train, self.eval, **kw)
+            return structured.factorize(current, cfg, self.train, self.val, **kw)
         if step == "filters":
-            return structured.filters(current, cfg, self.train, self.eval, **kw)
+            return structured.filters(current, cfg, self.train, self.val, **kw)
         if cfg.get("target") == "auto" or cfg.get("clusters") == "auto":
             from .compress.sensitivity import accuracy_of
             from .optimize.search import TRIALS
@@ -188,7 +195,7 @@ class _Optimizer:
         for step in recipe.steps:
             cfg = getattr(recipe, step)
             key += f"|{step}:{json.dumps(cfg, sort_keys=True)}"
-            if "auto" in (cfg.get("target"), cfg.get("clusters")):
+            if "auto" in (cfg.get("target"), cfg.get("clusters"), cfg.get("target_flops"), cfg.get("energy")):
                 key += f"@{recipe.max_drop}"
             t0 = time.perf_counter()
             reused = key in self.cache
@@ -217,11 +224,12 @@ class _Optimizer:
                 rec["scheme"] = recipe.qat_scheme
                 text += f"  scheme {recipe.qat_scheme}"
             if "search" in details:
-                what = "target" if step == "prune" else "clusters"
+                what = {"prune": "target", "cluster": "clusters", "filters": "target_flops"}.get(step, "energy")
 
                 def show(v):
-                    return f"{v:.0%}" if what == "target" else str(v)
-                tried = ", ".join(f"{show(t[what])}: {t['drop_points']:+.1f}" for t in details["search"]["trials"])
+                    return str(v) if what == "clusters" else f"{v:.0%}"
+                tried = ", ".join(f"{show(t[what])}: " + (f"{t['drop_points']:+.1f}" if "drop_points" in t else "n/a")
+                                  for t in details["search"]["trials"])
                 text += f"  chose {show(details[what])} (tried {tried} pts on validation)"
                 if not details["search"]["budget_met"]:
                     text += " OVER BUDGET at every setting tried"

@@ -46,11 +46,11 @@ _PRUNE = {
     "schedule": Field(str, choices=("constant", "polynomial")),
     "structure": Field(str, choices=("2:4", "filters"), nullable=True),
     "allocation": Field(str, choices=("uniform", "sensitivity")),
-    "target_flops": Field(float, minimum=0.05, maximum=0.99),
+    "target_flops": Field((int, float, str)),  # share of MACs kept in [0.05, 0.99], or "auto"
     "channel_multiple": Field((int, str)),
     "epochs": Field(int, minimum=1),
 }
-_FACTORIZE = {"energy": Field(float, minimum=0.1, maximum=0.9999), "rank": Field(int, minimum=1),
+_FACTORIZE = {"energy": Field((int, float, str)), "rank": Field(int, minimum=1),
               "epochs": Field(int, minimum=1)}
 _DISTILL = {"temperature": Field(float, minimum=0.5, maximum=50), "alpha": Field(float, minimum=0.0, maximum=1.0)}
 _CLUSTER = {
@@ -171,7 +171,8 @@ class Recipe:
     @property
     def auto(self) -> bool:
         """Some strength is searched within the accuracy budget (`target: auto`)."""
-        return (self.prune or {}).get("target") == "auto" or (self.cluster or {}).get("clusters") == "auto"
+        return "auto" in ((self.prune or {}).get("target"), (self.cluster or {}).get("clusters"),
+                          (self.filters or {}).get("target_flops"), (self.factorize or {}).get("energy"))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description,
@@ -271,6 +272,12 @@ def load_recipe(name: str) -> Recipe:
     if clusters is not None and not (clusters == "auto" or isinstance(clusters, int) and not isinstance(clusters, bool)
                                      and 2 <= clusters <= 256):
         raise ConfigError(f"{source}: 'optimize.cluster.clusters' must be 2..256 or 'auto', got {clusters!r}")
+    for where, value, lo, hi in (("optimize.prune.target_flops", (filters or {}).get("target_flops"), 0.05, 0.99),
+                                 ("optimize.factorize.energy", (opt.get("factorize") or {}).get("energy"), 0.1,
+                                  0.9999)):
+        if value is not None and not (value == "auto" or isinstance(value, (int, float))
+                                      and not isinstance(value, bool) and lo <= value <= hi):
+            raise ConfigError(f"{source}: '{where}' must be between {lo} and {hi} or 'auto', got {value!r}")
     target = (prune or {}).get("target")
     if isinstance(target, str) and target != "auto" or isinstance(target, (int, float)) and not 0 <= target <= 0.99:
         raise ConfigError(f"{source}: 'optimize.prune.target' must be a sparsity between 0 and 0.99 or 'auto', "

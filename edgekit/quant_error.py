@@ -39,17 +39,22 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
         for t in op["outputs"]:
             produced_at[int(t)] = pos
     details = [d for d in it.get_tensor_details() if d["index"] in produced_at]
+    from .keras3 import is_keras3_model
+    if is_keras3_model(keras_model):
+        import keras
+    else:
+        from ._tf import keras
+    # a fresh copy: layers reused across models (pruning wrappers, stripped copies) have several graph nodes,
+    # and `layer.output` would belong to another model
+    copy = keras.models.clone_model(keras_model)
+    copy.set_weights(keras_model.get_weights())
+    keras_model = copy
     # layers with weights (where a user can act: keep them float or int16) plus the model's output; ops that the
     # converter fuses (activations, TF-op layers) have no tensor of their own to compare
     final = keras_model.layers[-1]
     layers = [layer for layer in keras_model.layers
               if (layer is final or layer.weights and type(layer).__name__ != "BatchNormalization")
               and not isinstance(layer.output, (list, tuple))]
-    from .keras3 import is_keras3_model
-    if is_keras3_model(keras_model):
-        import keras
-    else:
-        from ._tf import keras
     probe = keras.Model(keras_model.inputs, [_folded_output(layer) for layer in layers])
     float_outs = probe.predict(x, verbose=0)
     float_outs = float_outs if isinstance(float_outs, list) else [float_outs]

@@ -16,7 +16,7 @@ from .manifest import load_manifest
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1f2328;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.3em;margin-top:2em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #d0d7de;padding:.3em .6em;
-text-align:right}th{background:#f6f8fa}td.l,th.l{text-align:left}.bad{color:#d1242f}.ok{color:#1a7f37}
+text-align:right}th{background:#f6f8fa}td.l,th.l{text-align:left}.bad{color:#d1242f}.ok{color:#1a7f37}.over{color:#8c959f}
 .choice{background:#ddf4ff;border-left:4px solid #0969da;padding:.6em 1em;margin:.8em 0}.note{color:#57606a}
 img{max-width:100%;border:1px solid #d0d7de}code{background:#f6f8fa;padding:0 .2em}"""
 
@@ -99,11 +99,16 @@ def _variants_section(manifest_paths: list[str]):
             ops = ", ".join(f"{o['op']} v{o['version']}" for o in v.ops)
             acc = f"{v.accuracy:.4f}" if v.accuracy is not None else "-"
             fits = "yes" if v.compatible else "no"
+            over = v.within_budget is False
+            notes = "; ".join(v.problems + ([f"OVER BUDGET: {v.accuracy_drop:+.2f} pts (max {v.max_drop:g})"]
+                                            if over else [])) or "-"
             row = [v.name, m.device, acc, f"{v.bytes:,}", f"{v.gzip_bytes:,}", f"{v.sparsity:.1%}",
-                   v.min_runtime_version or "?", fits, ops, "; ".join(v.problems) or "-"]
+                   v.min_runtime_version or "?", fits, ops, notes]
             rows_m.append(row)
             esc = [html.escape(str(c)) for c in row]
             esc[7] = f'<span class="{"ok" if v.compatible else "bad"}">{fits}</span>'
+            if over:  # greyed: kept for reference, never chosen unless asked
+                esc = [f'<span class="over">{c}</span>' for c in esc]
             rows_h.append(esc)
     h.append(_table_html(headers, rows_h, 2, left_cols=(8, 9)))
     md.append(_md_table(headers, rows_m))

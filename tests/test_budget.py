@@ -86,3 +86,22 @@ def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_
     assert "hidden" in sel.quantization["kept_float"]
     (step,) = [s for s in sel.steps if s["step"] == "selective"]
     assert step["int8_accuracy"] < 0.5 and step["accuracy"] > 0.9 and "validation" in step["decided_on"]
+
+
+def test_structured_steps_search_their_strength_too(digits_model, digits_data, tmp_path):
+    from edgekit import convert_for_device
+    train, test = digits_data
+    for name, step in (("filters-auto", "prune: {structure: filters, target_flops: auto, channel_multiple: 8, "
+                                        "epochs: 2}"),
+                       ("factorize-auto", "factorize: {energy: auto, epochs: 1}")):
+        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\ndescription: searched\noptimize:\n  {step}\n"
+                                               f"quantization: {{mode: int8}}\n")
+    m = convert_for_device(digits_model, "local", [str(tmp_path / "filters-auto.yaml"),
+                                                   str(tmp_path / "factorize-auto.yaml")],
+                           train=train, eval=test, out=tmp_path / "o", log=lambda s: None)
+    for v, key in ((m.variant("filters-auto"), "target_flops"), (m.variant("factorize-auto"), "energy")):
+        (step,) = [s for s in v.steps if "search" in s]
+        trials = step["search"]["trials"]
+        assert 1 <= len(trials) <= 4 and step[key] in step["search"]["candidates"]
+        assert step["macs_after"] < step["macs_before"] or key == "energy"
+        assert v.within_budget is not None

@@ -44,6 +44,8 @@ def _try(model: bytes, arena: int) -> tuple[bool, str | None]:
     if pid == 0:  # child: report and leave without running any of the parent's cleanup
         code = 3
         try:
+            import faulthandler
+            faulthandler.disable()  # a crash here is expected data, not a traceback for the user's terminal
             os.close(r)
             err = _try_here(model, arena)
             os.write(w, (err or "").encode("utf-8", "replace")[:65536])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from ..errors import OptimizationError
+
 MARGIN = 0.5  # a trial must stay within this share of the budget on validation: the rest absorbs the
 #               validation -> eval noise (one sample of a 300-sample split is 0.33 points)
 TRIALS = 4
@@ -15,12 +17,19 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: float,
     """`settings` strongest first; `run(s)` -> (model, details); `score(model)` -> validation accuracy.
     Returns (setting, model, details, trace).  When no setting tried is within budget, the most accurate trial is
     returned and the trace says so (the variant is then flagged)."""
-    lo, hi, trials, best, fallback = 0, len(settings) - 1, [], None, None
+    lo, hi, trials, best, fallback, error = 0, len(settings) - 1, [], None, None, None
     while lo <= hi and len(trials) < TRIALS:
         mid = (lo + hi) // 2
         s = settings[mid]
         t0 = time.perf_counter()
-        model, details = run(s)
+        try:
+            model, details = run(s)
+        except OptimizationError as e:  # e.g. filter pruning cannot reach that target at the tile: too strong
+            trials.append({what: s, "error": str(e)[:200], "within_budget": False,
+                           "seconds": round(time.perf_counter() - t0, 1)})
+            error = e
+            lo = mid + 1
+            continue
         acc = score(model)
         drop = 100.0 * (reference - acc)
         ok = drop <= max_drop * MARGIN
@@ -33,6 +42,8 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: float,
             lo = mid + 1
         if fallback is None or acc > fallback[3]:
             fallback = (s, model, details, acc)
+    if best is None and fallback is None:
+        raise error
     s, model, details = best if best is not None else fallback[:3]
     trace = {"max_drop": max_drop, "validation_budget": max_drop * MARGIN,
              "validation_reference_accuracy": round(reference, 4), "trials": trials, "budget_met": best is not None,

@@ -44,3 +44,21 @@ def factorize(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill) if report else None
     return smaller, {"layers": report, "macs_before": before["macs"], "macs_after": after["macs"],
                      "params_before": before["params"], "params_after": after["params"], "fit": fit}
+
+
+AUTO_FLOPS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # share of the MACs kept, strongest first
+AUTO_ENERGY = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)  # share of squared singular values kept, strongest first
+
+
+def searched(step: str, model, cfg: dict, fit: Dataset, val: Dataset, max_drop: float, reference: float,
+             teacher=None, distill=None):
+    """filters with `target_flops: auto` or factorize with `energy: auto`: the strongest setting within budget."""
+    from ..compress.sensitivity import accuracy_of
+    from .search import strongest
+    key, settings, fn = (("target_flops", AUTO_FLOPS, filters) if step == "filters" else
+                         ("energy", AUTO_ENERGY, factorize))
+    value, smaller, details, trace = strongest(
+        settings, lambda s: fn(model, {**cfg, key: s}, fit, val, teacher=teacher, distill=distill),
+        lambda m: accuracy_of(m, val), reference, max_drop, key)
+    trace["validation_samples"] = len(val)
+    return smaller, {**details, key: value, "search": trace}
