@@ -1,0 +1,131 @@
+"""The accuracy budget on models of different families: per compressing recipe, the strength the search chose,
+gzip ratio vs fp32, drop on eval, within budget or not, trials and wall time; then the goals.
+
+    python tools/bench_budget.py [--only digits,residual,mobilenetv2,odd] [--max-drop 1.0]
+
+digits: the bundled digits CNN (8x8); residual: Conv+BN, depthwise, residual Add (16x16 digits); mobilenetv2:
+keras.applications MobileNetV2 alpha 0.35 (32x32 RGB digits, weights=None, trained here); odd: Rescaling, SE
+Multiply, standalone BatchNormalization, hard-swish as TF ops (16x16 RGB).  Nothing is downloaded."""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+RECIPES = ["fp32", "int8", "pruned-int8", "clustered-int8", "pcqat-int8", "int8-selective"]
+GOAL_RATIO = {"digits": 8.0}  # others: 6.0
+
+
+def _data(name: str, work: Path):
+    import zoo
+    from edgekit.examples import write_digits_npz
+    if name == "digits":
+        return write_digits_npz(work / "digits")
+    if name == "residual":
+        from edgekit.examples import digits_arrays_upscaled
+        xtr, ytr, xte, yte = digits_arrays_upscaled(16)
+        (work / "r16").mkdir(parents=True, exist_ok=True)
+        np.savez(work / "r16" / "train.npz", x=xtr, y=ytr)
+        np.savez(work / "r16" / "test.npz", x=xte, y=yte)
+        return work / "r16" / "train.npz", work / "r16" / "test.npz"
+    return zoo.write_npz(work / f"rgb{_size(name)}", _size(name))
+
+
+def _size(name: str) -> int:
+    return {"mobilenetv2": 32, "odd": 16}.get(name, 16)
+
+
+def _model(name: str, work: Path, train: Path) -> Path:
+    import zoo
+    from edgekit._tf import keras
+    if name == "digits":
+        from edgekit.examples import train_digits_model
+        return train_digits_model(work / "digits")
+    if name == "residual":
+        from edgekit.examples import build_residual_cnn
+        d = np.load(train)
+        m = build_residual_cnn((16, 16, 1))
+        m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        m.fit(d["x"], d["y"], epochs=15, batch_size=32, verbose=0)
+    elif name == "mobilenetv2":
+        m = zoo.train(zoo.application("MobileNetV2", 32), 32, epochs=15)
+    else:
+        m = zoo.train(zoo.odd_layers(16), 16, epochs=15)
+    path = work / f"{name}.keras"
+    m.save(path)
+    return path
+
+
+def _strength(v) -> str:
+    out = []
+    for s in v.steps:
+        for key, fmt in (("target", "{:.0%} sparsity"), ("clusters", "{} clusters"),
+                         ("target_flops", "{:.0%} MACs"), ("energy", "{:.0%} energy")):
+            if "search" in s and key in s:
+                out.append(fmt.format(s[key]))
+        if s.get("step") == "selective":
+            out.append("float: " + (", ".join(s["kept_float"]) or "none"))
+    return "; ".join(out) or "-"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="digits,residual,mobilenetv2,odd")
+    ap.add_argument("--max-drop", type=float, default=1.0)
+    ap.add_argument("--device", default="rpi4")
+    args = ap.parse_args()
+    from edgekit import convert_for_device
+    work = Path(tempfile.mkdtemp(prefix="bench-budget-"))
+    rows, goals = [], []
+    for name in args.only.split(","):
+        train, test = _data(name, work)
+        model = _model(name, work, train)
+        t0 = time.perf_counter()
+        times: dict[str, float] = {}
+        last = [time.perf_counter()]
+
+        def log(line: str, times=times, last=last):
+            for r in RECIPES:
+                if line.startswith(f"[{args.device}] {r}: validate"):
+                    times[r] = time.perf_counter() - last[0]
+                    last[0] = time.perf_counter()
+        m = convert_for_device(model, args.device, RECIPES, train=train, eval=test, out=work / f"{name}-out",
+                               keep_going=True, max_drop=args.max_drop, log=log)
+        fp32 = m.variant("fp32")
+        within_ratios = []
+        for v in m.variants:
+            ratio = fp32.gzip_bytes / v.gzip_bytes
+            trials = sum(len(s["search"]["trials"]) for s in v.steps if "search" in s) + sum(
+                len(s.get("trials", [])) for s in v.steps if s.get("step") == "selective")
+            rows.append([name, v.name, _strength(v), f"{ratio:.1f}x", f"{v.accuracy_drop:+.2f}",
+                         "yes" if v.within_budget else "OVER", str(trials), f"{times.get(v.name, 0):.0f}"])
+            if v.within_budget:
+                within_ratios.append(ratio)
+                if v.accuracy_drop > args.max_drop + 0.5:
+                    goals.append(f"MISS {name}/{v.name}: marked within budget but {v.accuracy_drop:+.2f} on eval")
+        for f in m.failed:
+            rows.append([name, f["recipe"], "FAILED", "", "", "", "", f["error"][:60]])
+        goal = GOAL_RATIO.get(name, 6.0)
+        best = max(within_ratios, default=0.0)
+        goals.append(f"{'ok  ' if best >= goal else 'MISS'} {name}: best gzip within budget {best:.1f}x "
+                     f"(goal >= {goal:g}x); reference {m.reference_keras_accuracy:.4f}; "
+                     f"{time.perf_counter() - t0:.0f} s")
+    head = ["model", "recipe", "chosen strength", "gzip vs fp32", "drop pts", "budget", "trials", "s"]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head, ["-" * w for w in widths]] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print()
+    print("\n".join(goals))
+    print(f"budget {args.max_drop:g} points vs the Keras model on eval; searches on a validation split of train")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
