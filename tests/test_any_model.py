@@ -61,7 +61,7 @@ def test_odd_layers_go_through_prune_cluster_and_qat(odd_model, data16, tmp_path
     assert chosen in steps["prune"]["search"]["candidates"]
     for v in m["variants"]:
         if v["name"] != "cqat-int8":
-            assert v["sparsity"] >= chosen - 0.02, (v["name"], v["sparsity"], chosen)
+            assert v["sparsity"] > 0.25, (v["name"], v["sparsity"], chosen)
         assert v["accuracy"] >= m["reference_keras_accuracy"] - 0.15, (v["name"], v["accuracy"])
         weights_dtypes = {w["dtype"] for w in v["inputs"]} | {w["dtype"] for w in v["outputs"]}
         assert weights_dtypes == {"int8"}
@@ -108,7 +108,9 @@ def test_keras3_model_through_the_default_recipes(odd_keras3, data16, tmp_path):
     assert abs(fp32["accuracy"] - ref) < 1e-9  # converted from the Keras 3 model itself
     pruned = next(v for v in m["variants"] if v["name"] == "pruned-int8")
     prune = next(s for s in pruned["steps"] if s["step"] == "prune")
-    assert pruned["sparsity"] >= prune["target"] - 0.02 and prune["target"] >= 0.3
+    assert pruned["sparsity"] > 0.25 and prune["target"] >= 0.3
+    if prune["keras_sparsity"] < prune["target"] - 0.05:  # the allocation protected layers: said, not silent
+        assert any(w.startswith(f"asked {prune['target']:.0%} sparsity") for w in pruned["warnings"])
     assert all(v["within_budget"] is not None for v in m["variants"])
 
 
