@@ -141,6 +141,7 @@ class _Optimizer:
         # decisions (sensitivity, strength searches) use a split carved from --train, never --eval
         self.fit, self.val = train.split(0.2)
         self.val_reference = None  # the original model's accuracy on self.val
+        self.label = ""
         self.reference_accuracy = reference_accuracy
         self.cache: dict[str, tuple] = {}
 
@@ -152,7 +153,7 @@ class _Optimizer:
             from .compress.sensitivity import accuracy_of
             if self.val_reference is None:
                 self.val_reference = accuracy_of(self.model, self.val)
-            self.log(f"[{recipe.name}] {step}: searching the strongest setting within {recipe.max_drop:g} points")
+            self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points")
             return structured.searched(step, current, cfg, self.fit, self.val, recipe.max_drop, self.val_reference,
                                        **kw)
         if step == "factorize":
@@ -164,7 +165,7 @@ class _Optimizer:
             from .optimize.search import TRIALS
             if self.val_reference is None:
                 self.val_reference = accuracy_of(self.model, self.val)
-            self.log(f"[{recipe.name}] {step}: searching the strongest setting within {recipe.max_drop:g} points "
+            self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points "
                      f"(at most {TRIALS} trials on {len(self.val)} validation samples from --train)")
             if step == "prune":
                 return prune.prune_auto(current, cfg, self.fit, self.val, recipe.max_drop, self.val_reference, **kw)
@@ -190,6 +191,7 @@ class _Optimizer:
     def run(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
         """Returns (model to convert, plain Keras model before QAT, step records)."""
         from .optimize.train import kernel_stats
+        self.label = label
         current, key, records = self.model, json.dumps(recipe.distill, sort_keys=True), []
         plain, last_accuracy = current, self.reference_accuracy
         for step in recipe.steps:
