@@ -170,6 +170,7 @@ def cmd_select(args) -> int:
                     confidence=args.confidence)
     d = select(Store(args.store, create=False), board=args.board, device=args.device, budget=budget,
                percentile=args.percentile, manifests=args.manifest, include_throttled=args.include_throttled,
+               include_emulated=args.include_emulated,
                include_over_budget=args.include_over_budget)
     if args.plot:
         from .plot import pareto_plot
@@ -200,7 +201,7 @@ def cmd_sweep(args) -> int:
                 grid=args.grid, out=args.out, jobs=args.jobs, threads=args.threads, runs=args.runs,
                 warmup=args.warmup, budgets=budgets, known_hosts=args.known_hosts,
                 accept_new_host=args.accept_new_host, max_drop=args.max_drop,
-                include_over_budget=args.include_over_budget)
+                include_over_budget=args.include_over_budget, include_emulated=args.include_emulated)
     if args.json:
         _print_json({"manifests": {d: str(Path(args.out) / d / "manifest.json") for d in res.manifests},
                      "measurements": res.measurements, "failed": res.failed, "report": str(res.report),
@@ -350,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", action="append", help="manifest.json to draw variants from (default: all the "
                    "store has seen)")
     s.add_argument("--include-throttled", action="store_true")
+    s.add_argument("--include-emulated", action="store_true", help="also choose from latencies measured under "
+                   "emulation (e.g. an emulated aarch64 board): they are not the hardware's")
     s.add_argument("--include-over-budget", action="store_true", help="also choose variants that lost more "
                    "accuracy than their recipe's budget (max_drop)")
     s.add_argument("--store")
@@ -386,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-accuracy", type=float)
     s.add_argument("--max-drop", type=float, help="accuracy budget in points for every recipe (default 1.0)")
     s.add_argument("--include-over-budget", action="store_true", help="let select choose over-budget variants")
+    s.add_argument("--include-emulated", action="store_true", help="let select choose from latencies measured "
+                   "under emulation")
     s.add_argument("--known-hosts")
     s.add_argument("--accept-new-host", action="store_true")
     s.add_argument("--json", action="store_true")

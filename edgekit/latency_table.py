@@ -16,7 +16,8 @@ def build(rows: list[dict]) -> tuple[list[str], list[str], dict]:
     for r in rows:
         where = Path(r["manifest_path"]).parent.name if r.get("manifest_path") else r["model_sha256"][:8]
         model = f"{r['model_name']} ({where})"
-        col = f"{r['board']} t{r['threads']}" + ("" if r["delegate"] == "xnnpack" else f" {r['delegate']}")
+        col = f"{r['board']} t{r['threads']}" + ("" if r["delegate"] == "xnnpack" else f" {r['delegate']}") + (
+            " (emulated)" if r.get("emulated") else "")
         groups.setdefault((model, col), []).append(r)
     cells = {}
     for key, rs in groups.items():
@@ -64,8 +65,11 @@ def render(rows: list[dict], fmt: str = "table") -> str:
     if fmt == "md":
         lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
-        note = "\n\ncells: p50 (p90) ms; `!` = measured while the board was hot or throttled"
+        note = "\n\ncells: p50 (p90) ms; `!` = measured while the board was hot or throttled; " \
+            "(emulated) = measured under emulation, not the hardware's latency"
         return "\n".join(lines) + note
     if not body:
         return "no measurements yet"
-    return table(["model", *cols], body) + "\n\ncells: p50 (p90) ms; ! = measured while hot or throttled"
+    return table(["model", *cols], body) + "\n\ncells: p50 (p90) ms; ! = measured while hot or throttled" + (
+        "; (emulated) = measured under emulation, not the hardware's latency" if any("(emulated)" in c for c in cols)
+        else "")

@@ -33,6 +33,8 @@ PROFILE_SCHEMA = {
     "max_model_bytes": Field(int, minimum=1),
     "channel_multiple": Field((int, str)),
     "default_recipes": Field(list, required=True, item=str),
+    # the board's software as the profile assumes it (stated, checked against what a board reports by `boards check`)
+    "software": Field(dict, nested={"os": Field(str), "python": Field(str), "numpy": Field(str)}),
     "thermal": Field(dict, nested={
         "zones": Field(list, item=str),
         "max_temp_c": Field(float, minimum=0, maximum=150),
@@ -106,6 +108,7 @@ class DeviceProfile:
     thermal: dict = field(default_factory=dict)
     source: str = ""
     channel_multiple: int | str = 8  # int8 kernel channel tile; 'auto' = this machine's CPU
+    software: dict = field(default_factory=dict)  # os / python / numpy the profile assumes
 
     @property
     def runtime(self) -> Runtime:
@@ -125,7 +128,7 @@ class DeviceProfile:
             "quantization": {"modes": list(self.quant_modes), "io_dtypes": list(self.io_dtypes),
                              "static_shapes": self.static_shapes},
             "max_model_bytes": self.max_model_bytes, "default_recipes": list(self.default_recipes),
-            "thermal": dict(self.thermal), "channel_multiple": self.channel_multiple,
+            "thermal": dict(self.thermal), "channel_multiple": self.channel_multiple, "software": dict(self.software),
         }
 
 
@@ -239,7 +242,8 @@ def load_profile(name: str) -> DeviceProfile:
         static_shapes=bool(q.get("static_shapes", False)),
         default_recipes=tuple(data["default_recipes"]), cores=data.get("cores"),
         memory_mb=data.get("memory_mb"), max_model_bytes=data.get("max_model_bytes"),
-        thermal=dict(data.get("thermal") or {}), source=source, channel_multiple=tile)
+        thermal=dict(data.get("thermal") or {}), source=source, channel_multiple=tile,
+        software={k: str(v) for k, v in (data.get("software") or {}).items()})
 
 
 def load_recipe(name: str) -> Recipe:

@@ -42,8 +42,10 @@ def _board_section(store, board: str, rows: list[dict], out: Path):
     models, cols, cells = build(rows)
     flag = ' <span class="bad">!</span>'
     lat_rows = [[html.escape(m)] + [format_cell(cells.get((m, c)), flag) for c in cols] for m in models]
-    h = [f"<h2>Board {html.escape(board)}</h2>", _table_html(["model", *cols], lat_rows)]
-    md = [f"## Board {board}", "", render(rows, "md"), ""]
+    emulated = any(r.get("emulated") for r in rows)
+    mark = " (emulated: these latencies are the emulator's, not the hardware's)" if emulated else ""
+    h = [f"<h2>Board {html.escape(board)}{html.escape(mark)}</h2>", _table_html(["model", *cols], lat_rows)]
+    md = [f"## Board {board}{mark}", "", render(rows, "md"), ""]
     manifests = sorted({r["manifest_path"] for r in rows if r["manifest_path"]}) or [None]
     for mpath in manifests:
         scope = f" for {Path(mpath).parent.name}" if mpath else ""
@@ -68,6 +70,7 @@ def _board_section(store, board: str, rows: list[dict], out: Path):
     fp = json.loads(rows[-1]["fingerprint"] or "{}") if rows else {}
     temps = fp.get("temperatures_c") or {}
     facts = [["host", fp.get("hostname")], ["CPU", f"{fp.get('cpu_model')} ({fp.get('cpu_count')} cores)"],
+             ["OS", fp.get("os")], ["emulation", fp.get("emulation") or ("none" if fp else None)],
              ["kernel", fp.get("kernel")], ["governor / clock", f"{fp.get('governor')} / {fp.get('cpu_freq_khz')} kHz"],
              ["runtime", f"{(fp.get('runtime') or {}).get('name')} {(fp.get('runtime') or {}).get('version')}"],
              ["Python / numpy", f"{fp.get('python')} / {fp.get('numpy')}"],

@@ -76,8 +76,10 @@ def boards_table(boards) -> str:
 def boards_check_table(reports: list[dict]) -> str:
     rows = [[r["board"], "yes" if r["reachable"] else "NO", r.get("python") or "-", r.get("runtime") or "-",
              ",".join(r.get("delegates") or []) or "-", (r.get("cpu") or "-")[:30], r.get("memory_mb") or "-",
-             r.get("throttling") or "-", (r.get("error") or "")[:80]] for r in reports]
-    return table(["board", "reachable", "python", "runtime", "delegates", "cpu", "mem MB", "thermal", "error"],
+             r.get("throttling") or "-",
+             "; ".join(([r["error"][:80]] if r.get("error") else []) + (["emulated"] if r.get("emulated") else [])
+                       + list(r.get("warnings") or []))] for r in reports]
+    return table(["board", "reachable", "python", "runtime", "delegates", "cpu", "mem MB", "thermal", "notes"],
                  rows, "lllllllll")
 
 
@@ -88,7 +90,7 @@ def decision_text(d) -> str:
         mark = "*" if d.chosen is c else ("front" if c.on_front else "")
         rows.append([mark, c.label, c.board, f"{c.accuracy:.4f}" if c.accuracy is not None else "-",
                      f"{c.latency_ms:.3g}", ci, f"{c.bytes:,}", ",".join(c.failed) or "ok",
-                     "straddles" if c.straddles_budget else ""])
+                     " ".join(w for w, on in (("straddles", c.straddles_budget), ("emulated", c.emulated)) if on)])
     out = [table(["", "variant", "board", "accuracy", f"{d.percentile} ms", "95% CI", "bytes", "budget", ""],
                  rows, "lllrrrrll")]
     out += [f"note: {n}" for n in d.notes]

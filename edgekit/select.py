@@ -34,6 +34,7 @@ class Candidate:
     straddles_budget: bool = False
     failed: list[str] = field(default_factory=list)
     model: str = ""  # the source model's name, set when candidates come from more than one model
+    emulated: bool = False  # measured under emulation (--include-emulated): not the hardware's latency
 
     @property
     def label(self) -> str:
@@ -155,14 +156,15 @@ def _compatible(variant, manifest_path: str, manifest_device: str, profile: str,
 
 
 def gather(store, board: str | None, device: str | None, manifests: list[str] | None, percentile: str,
-           include_throttled: bool, include_over_budget: bool = False) -> tuple[list[Candidate], list[str]]:
+           include_throttled: bool, include_over_budget: bool = False,
+           include_emulated: bool = False) -> tuple[list[Candidate], list[str]]:
     """Candidates (one per variant x board x threads x delegate) from the store and the manifests."""
     if percentile not in PERCENTILES:
         raise ConfigError(f"--percentile must be one of {', '.join(PERCENTILES)}")
     col = f"{percentile}_ms"
     rows = store.rows(board=board, profile=device, columns=(
         "model_sha256", "board", "profile", "threads", "delegate", "throttled", "manifest_path", col, "mean_ms",
-        "n_runs"))
+        "n_runs", "emulated"))
     for r in rows:
         r["lat"] = r[col] if r[col] is not None else r["mean_ms"]  # adb (benchmark_model) rows: mean only
     notes = []
@@ -174,15 +176,21 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
     if missing:
         raise ConfigError(f"manifest {missing[0]} does not exist")
     variants, model_names = _manifest_variants(manifest_paths)
-    throttled_skipped = 0
+    throttled_skipped = emulated_skipped = 0
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
+        if r["emulated"] and not include_emulated:
+            emulated_skipped += 1
+            continue
         if r["throttled"] and not include_throttled:
             throttled_skipped += 1
             continue
         if r["model_sha256"] not in variants:
             continue
         groups.setdefault((r["model_sha256"], r["board"], r["threads"], r["delegate"]), []).append(r)
+    if emulated_skipped:
+        notes.append(f"{emulated_skipped} measurements taken under emulation (not the hardware's latency) were left "
+                     f"out (--include-emulated)")
     if throttled_skipped:
         notes.append(f"{throttled_skipped} measurements taken while throttled were left out (--include-throttled)")
     cands, incompatible, fit_cache, over = [], 0, {}, set()
@@ -198,7 +206,8 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
         cands.append(Candidate(variant=v.name, manifest=mpath, board=b, profile=rs[0]["profile"], threads=threads,
                                delegate=delegate, accuracy=v.accuracy, bytes=v.bytes, gzip_bytes=v.gzip_bytes,
                                latency_ms=lat, measurements=len(rs), runs=sum(r["n_runs"] or 0 for r in rs),
-                               model_sha256=sha, model=model_names.get(mpath, "")))
+                               model_sha256=sha, model=model_names.get(mpath, ""),
+                               emulated=any(r["emulated"] for r in rs)))
         cands[-1]._ids = [r["id"] for r in rs]  # for the bootstrap
     if over:
         notes.append(f"left out as over their accuracy budget: {', '.join(sorted(over))} (--include-over-budget)")
@@ -272,14 +281,18 @@ def choose(cands: list[Candidate], budget: Budget, percentile: str) -> tuple[Can
 
 def select(store, *, board: str | None = None, device: str | None = None, budget: Budget | None = None,
            percentile: str = "p50", manifests: list[str] | None = None, include_throttled: bool = False,
-           include_over_budget: bool = False,
+           include_over_budget: bool = False, include_emulated: bool = False,
            ci_level: float = 0.95) -> Decision:
     if not board and not device:
         raise ConfigError("say which target: --board NAME or --device PROFILE")
     budget = budget or Budget()
     if budget.confidence is not None and not 0.5 <= budget.confidence < 1:
         raise ConfigError("--confidence must be between 0.5 and 1, e.g. 0.95")
-    cands, notes = gather(store, board, device, manifests, percentile, include_throttled, include_over_budget)
+    cands, notes = gather(store, board, device, manifests, percentile, include_throttled, include_over_budget,
+                          include_emulated)
+    if not cands and any("emulation" in n for n in notes):
+        raise ConfigError("every measurement on this target was taken under emulation, which says nothing about the "
+                          "hardware's latency; pass --include-emulated to choose from them anyway")
     if not cands and any("throttled" in n for n in notes):
         raise ConfigError("every measurement on this target was taken while the board was hot or throttled; "
                           "let it cool and profile again with --force, or pass --include-throttled")

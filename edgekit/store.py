@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS measurements (
     fingerprint TEXT,
     started_at TEXT NOT NULL,
     finished_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 1
+    attempts INTEGER NOT NULL DEFAULT 1,
+    emulated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS measurements_key ON measurements (settings_key, status);
 CREATE INDEX IF NOT EXISTS measurements_board ON measurements (board, status);
@@ -60,7 +61,10 @@ COLUMNS = ("settings_key", "status", "error", "model_sha256", "model_name", "man
            "profile", "host", "runtime_name", "runtime_version", "threads", "delegate", "warmup_runs", "min_runs",
            "min_seconds", "repeat_index", "input", "n_runs", "load_ms", "first_ms", "mean_ms", "std_ms", "min_ms",
            "max_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_kb", "throttled", "cooled_s", "temp_before_c",
-           "temp_after_c", "latencies_ms", "fingerprint", "started_at", "finished_at", "attempts")
+           "temp_after_c", "latencies_ms", "fingerprint", "started_at", "finished_at", "attempts", "emulated")
+# Columns added after the first release, with the value rows of older stores have: such stores open as they are
+# (read-only ones read the default; writable ones gain the column).
+ADDED = {"emulated": ("INTEGER NOT NULL DEFAULT 0", 0)}
 
 
 def store_path(path: str | Path | None) -> Path:
@@ -87,6 +91,10 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 with self.db:
                     self.db.executescript(SCHEMA)
+                    for column, (decl, _) in ADDED.items():
+                        if column not in self._have():
+                            self.db.execute(f"ALTER TABLE measurements ADD COLUMN {column} {decl}")
+            self.have = self._have()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store {self.path}: {e}") from e
 
@@ -101,6 +109,9 @@ class Store:
             self.db.close()
             raise StoreError(f"{self.path} is not an edgekit store (its tables: {', '.join(sorted(tables)[:5])}); "
                              f"left untouched")
+
+    def _have(self) -> set[str]:
+        return {r[1] for r in self.db.execute("PRAGMA table_info(measurements)")}
 
     def add(self, row: dict) -> int:
         data = dict(row)
@@ -130,14 +141,16 @@ class Store:
         profile and status."""
         if columns is not None and set(columns) - set(COLUMNS):
             raise StoreError(f"unknown store columns: {sorted(set(columns) - set(COLUMNS))}")
-        cols = "*" if raw else ", ".join(c for c in (columns or COLUMNS) if c != "latencies_ms") + ", id"
+        wanted = [c for c in (columns or COLUMNS) if raw or c != "latencies_ms"]
+        missing = {c: ADDED[c][1] for c in wanted if c not in self.have}
+        cols = "*" if raw else ", ".join(c for c in wanted if c not in missing) + ", id"
         sql, args = f"SELECT {cols} FROM measurements WHERE 1=1", []
         for column, value in (("board", board), ("profile", profile), ("status", status)):
             if value:
                 sql += f" AND {column} = ?"
                 args.append(value)
         sql += " ORDER BY id"
-        return [dict(r) for r in self.db.execute(sql, args)]
+        return [{**missing, **dict(r)} for r in self.db.execute(sql, args)]
 
     def latencies(self, ids: list[int]) -> list[float]:
         """Every raw run latency (ms) of these measurements, pooled."""

@@ -103,7 +103,7 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
           eval=None, grid: str | Path | None = None, out: str | Path = "sweep-out", jobs: int = 1,
           threads: list[int] | None = None, runs: int = 100, warmup: int = 10, budgets: list | None = None,
           known_hosts=None, accept_new_host: bool = False, log=None, max_drop: float | None = None,
-          include_over_budget: bool = False) -> SweepResult:
+          include_over_budget: bool = False, include_emulated: bool = False) -> SweepResult:
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(out)
     profiles = [load_profile(d) for d in devices]
@@ -153,7 +153,7 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
             for budget in budgets or [Budget()]:
                 try:
                     dec = select(store, board=b.name, budget=budget, manifests=[str(out / d / "manifest.json")],
-                                 include_over_budget=include_over_budget)
+                                 include_over_budget=include_over_budget, include_emulated=include_emulated)
                 except ConfigError as e:
                     log(f"[sweep] {d} on {b.name}: {e}")
                     continue

@@ -4,6 +4,8 @@
 Used by the test suite and the benchmarks; also handy by hand:
 
     python tools/loopback_board.py --name pi-test     # prints a boards.yaml entry and waits (Ctrl-C stops it)
+    python tools/loopback_board.py --arch aarch64      # the same board running an emulated Raspberry Pi OS bookworm
+                                                       # userland (tools/aarch64_userland.py; built once, cached)
 """
 from __future__ import annotations
 
@@ -119,12 +121,25 @@ def main():
     import yaml
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", default="loopback")
-    ap.add_argument("--profile", default="local")
+    ap.add_argument("--profile", help="device profile (default: local, or rpi4-bookworm with --arch aarch64)")
+    ap.add_argument("--arch", choices=("x86_64", "aarch64"), default="x86_64",
+                    help="aarch64: the board's python is Debian bookworm's arm64 Python under qemu-user")
+    ap.add_argument("--runtime", action="append", help="with --arch aarch64: pip requirement of a runtime to "
+                    "install on the board (repeatable; default: ai-edge-litert==2.3.0 and tflite-runtime==2.14.0)")
     args = ap.parse_args()
+    python = None
+    if args.arch == "aarch64":
+        from aarch64_userland import DEFAULT_RUNTIMES, UserlandError, python_for
+        try:
+            python = str(python_for(tuple(args.runtime or DEFAULT_RUNTIMES), log=lambda m: print(m, file=sys.stderr)))
+        except UserlandError as e:
+            print(f"loopback_board: error: {e}", file=sys.stderr)
+            return 2
+    profile = args.profile or ("rpi4-bookworm" if args.arch == "aarch64" else "local")
     root = Path(tempfile.mkdtemp(prefix="edgekit-board-"))
     board = LoopbackBoard(root).start()
     (root / "known_hosts").write_text(board.known_hosts_line)
-    print(yaml.safe_dump({"boards": [board.board_entry(args.name, args.profile)]}, sort_keys=False))
+    print(yaml.safe_dump({"boards": [board.board_entry(args.name, profile, python=python)]}, sort_keys=False))
     print(f"# known_hosts: {root / 'known_hosts'}  (pass --known-hosts)", flush=True)
     try:
         while board.proc.poll() is None:
@@ -133,7 +148,9 @@ def main():
         pass
     finally:
         board.kill()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())

@@ -36,11 +36,25 @@ def check_board(board, known_hosts=None, accept_new_host=False) -> dict:
             cpu=fp.get("cpu_model"), cores=fp.get("cpu_count"),
             memory_mb=round(fp["mem_total_kb"] / 1024) if fp.get("mem_total_kb") else None,
             governor=fp.get("governor"), throttling=_thermal(fp), fingerprint=fp)
+        report["emulated"] = bool(fp.get("emulated"))
+        report["warnings"] = _software_differs(board.profile, fp)
         if rt is None:
             report["error"] = "no TFLite runtime installed for this Python"
     finally:
         session.close()
     return report
+
+
+def _software_differs(profile_name: str, fp: dict) -> list[str]:
+    """Where the board's software is not what its device profile states (os / python / numpy)."""
+    from ..errors import ConfigError
+    from ..profiles import load_profile
+    try:
+        stated = load_profile(profile_name).software
+    except ConfigError:
+        return []
+    return [f"{k} is {fp.get(k)!r} but profile {profile_name} states {v!r}" for k, v in stated.items()
+            if fp.get(k) is not None and str(fp.get(k)) != v]
 
 
 def check_boards(boards, known_hosts=None, accept_new_host=False) -> list[dict]:

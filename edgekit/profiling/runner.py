@@ -73,6 +73,38 @@ def throttled_bits():
     return None
 
 
+ARCH_FAMILY = {"x86_64": "x86", "amd64": "x86", "i386": "x86", "i686": "x86", "aarch64": "arm", "arm64": "arm",
+               "armv7l": "arm", "armv8l": "arm", "armv6l": "arm"}
+
+
+def emulation():
+    """How this Python is emulated, or None when it runs on its own CPU.  User-mode emulators (qemu-user, also what
+    binfmt_misc starts) change what uname reports but not the kernel: its architecture (`kernel.arch` sysctl) and the
+    name of the process it runs are the host's."""
+    machine = platform.machine()
+    kernel_arch = _read("/proc/sys/kernel/arch")
+    name = None
+    for line in (_read("/proc/self/status", "") or "").splitlines():
+        if line.startswith("Name:"):
+            name = line.split(":", 1)[1].strip()
+    family = ARCH_FAMILY.get(machine, machine)
+    if kernel_arch and ARCH_FAMILY.get(kernel_arch, kernel_arch) != family:
+        return "%s userland on a %s kernel (%s)" % (machine, kernel_arch,
+                                                    name if name and name.startswith("qemu") else "user-mode emulator")
+    if name and name.startswith("qemu-"):
+        return "%s userland run by %s" % (machine, name)
+    return None
+
+
+def os_release():
+    fields = {}
+    for line in (_read("/etc/os-release", "") or "").splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            fields[key.strip()] = value.strip().strip('"')
+    return fields.get("PRETTY_NAME") or fields.get("NAME")
+
+
 def fingerprint(runtime=None):
     cpu = None
     for line in (_read("/proc/cpuinfo", "") or "").splitlines():
@@ -98,8 +130,12 @@ def fingerprint(runtime=None):
         "governor": _read(cpufreq + "scaling_governor"), "cpu_freq_khz": int(freq) if freq and freq.isdigit() else None,
         "temperatures_c": temperatures(), "throttled_bits": throttled_bits(),
         "jetson_power_mode": _cmd(["nvpmodel", "-q"]), "python": platform.python_version(),
-        "numpy": numpy_version,
+        "numpy": numpy_version, "os": os_release(),
     }
+    emulated = emulation()
+    fp["emulated"] = bool(emulated)
+    if emulated:
+        fp["emulation"] = emulated
     if runtime:
         fp["runtime"] = runtime
     return fp

@@ -95,6 +95,8 @@ def _row(job: Job, session: BoardSession | None, started: str, status: str, erro
                    latencies_ms=result["latencies_ms"], fingerprint=fp)
     elif session is not None:
         row["fingerprint"] = session.probe.get("fingerprint")
+    # as the board reports it (the runner detects user-mode emulation itself); such latencies are not the hardware's
+    row["emulated"] = int(bool((row.get("fingerprint") or {}).get("emulated")))
     return row
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import RemoteError
@@ -83,11 +84,31 @@ class BoardSession:
 
     @property
     def runtime(self) -> dict | None:
-        """The runtime the runner will pick (first found, or the board's forced one)."""
+        """The runtime the runner will use: the board's forced one, else the first runtime its device profile names
+        that the board has, else the first the board has (the runner's own order)."""
         found = self.probe.get("runtimes") or []
         if self.board.runtime != "auto":
-            found = [r for r in found if r["module"] == self.board.runtime]
+            return next((r for r in found if r["module"] == self.board.runtime), None)
+        for wanted in self._profile_runtimes:
+            for r in found:
+                if r["name"] == wanted:
+                    return r
         return found[0] if found else None
+
+    @property
+    def runtime_module(self) -> str:
+        """The runner's --runtime argument for `runtime`."""
+        rt = self.runtime
+        return rt["module"] if rt else self.board.runtime
+
+    @cached_property
+    def _profile_runtimes(self) -> list[str]:
+        from ..errors import ConfigError
+        from ..profiles import load_profile
+        try:
+            return [r.name for r in load_profile(self.board.profile).runtimes]
+        except ConfigError:
+            return []
 
     def job_args(self, job, profile) -> list[str]:
         """Deploy the model (and input), content-addressed; the runner's arguments for this job."""
@@ -106,7 +127,7 @@ class BoardSession:
     def measure_batch(self, jobs: list, profile, timeout: float, on_result) -> None:
         """Measure `jobs` in one runner start-up; `on_result(job, result)` as each finishes (streamed).  Each job
         may take `timeout` seconds on the board.  Raises RemoteError if the runner stops before the last one."""
-        argvs = [["--runtime", self.board.runtime, *self.job_args(job, profile)] for job in jobs]
+        argvs = [["--runtime", self.runtime_module, *self.job_args(job, profile)] for job in jobs]
         got: set[int] = set()
 
         def line(text: str) -> None:
@@ -140,7 +161,7 @@ class BoardSession:
         return result
 
     def run_runner(self, args: list[str], timeout: float) -> dict:
-        argv = [self.board.python, self.runner, "--watch-stdin", "--runtime", self.board.runtime, *args]
+        argv = [self.board.python, self.runner, "--watch-stdin", "--runtime", self.runtime_module, *args]
         res = self.conn.run(argv, timeout=timeout)
         return parse_json_line(res.stdout + "\n" + res.stderr, self.board.name) if res.stdout.strip() == "" \
             else parse_json_line(res.stdout, self.board.name)
