@@ -18,12 +18,15 @@ install: $(STAMP)
 
 # The SSH tests run a real sshd on loopback; install it from Debian when missing and we are root.
 # tflite-support's native metadata module (the android export) links libusb-1.0, which slim images lack.
+# The emulated Raspberry Pi board (tools/aarch64_userland.py) needs debootstrap and qemu-user-static.
 sshd:
 	@missing=""; [ -x /usr/sbin/sshd ] || missing="openssh-server openssh-client"; \
 	  ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0 ' || missing="$$missing libusb-1.0-0"; \
+	  [ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	  command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user-static"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	      echo "installing from Debian: $$missing (SSH tests, android export)"; \
+	      echo "installing from Debian: $$missing (SSH tests, android export, emulated Pi)"; \
 	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing $$missing and we are not root: SSH tests / the android export test will be skipped"; fi; \
 	  fi

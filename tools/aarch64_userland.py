@@ -9,6 +9,10 @@ Everything comes from the registries at run time: the arm64 packages from Debian
 then `dpkg-deb -x`: nothing is configured or run as root inside), the runtimes with `pip download --platform`.
 Needs Debian's `debootstrap` and `qemu-user-static` (`make sshd` installs them); no binfmt_misc registration.
 
+The emulated CPU is the Pi 4's Cortex-A72 (`-cpu cortex-a72`), not qemu's default `max`: `max` advertises SME,
+and XNNPACK in ai-edge-litert >= 2.1 then picks SME int8 kernels that give wrong outputs under qemu 7.2 (argmax 4
+instead of 7 on the digits model; `max,sme=off` and every real core model agree with x86).  A Pi 4 has no SME.
+
 The userland's /proc/cpuinfo is a file of ours describing four Cortex-A72 cores (a Pi 4): qemu-user otherwise shows
 the guest the host's x86 /proc/cpuinfo, on which the cpuinfo library inside ai-edge-litert >= 2.2 crashes
 (SIGSEGV in cpuinfo_arm_linux_init) at Interpreter(); a real Pi's /proc/cpuinfo is ARM's.  The runner still reports
@@ -156,20 +160,21 @@ def install_runtime(root: Path, spec: str, log=print) -> Path:
 
 
 def python_for(runtimes: tuple[str, ...] | list[str] = DEFAULT_RUNTIMES, root: Path | None = None,
-               log=print) -> Path:
+               log=print, cpu: str = "cortex-a72") -> Path:
     """A `python` executable (a shell wrapper) that runs the userland's Python 3.11 under qemu with `runtimes` on its
-    path, as if pip-installed there; built and cached on first use."""
+    path, as if pip-installed there, on an emulated `cpu` (qemu's name; cortex-a76 for a Pi 5); built and cached on
+    first use."""
     qemu, q = _need(QEMU, "qemu-user-static"), shlex.quote
     root = Path(root or cache_dir())
     with _locked(root):
         base = build_base(root, log)
         sites = [install_runtime(root, spec, log) for spec in runtimes]
-        tag = hashlib.sha256("\n".join(runtimes).encode()).hexdigest()[:10]
+        tag = hashlib.sha256("\n".join([cpu, *runtimes]).encode()).hexdigest()[:10]
         wrapper = root / "bin" / f"python-{tag}"
         wrapper.parent.mkdir(exist_ok=True)
-        text = ("#!/bin/sh\n# aarch64 Python 3.11 of Debian bookworm under qemu-user; runtimes: "
+        text = (f"#!/bin/sh\n# aarch64 Python 3.11 of Debian bookworm under qemu-user ({cpu}); runtimes: "
                 f"{', '.join(runtimes) or 'none'}\n"
-                f"PYTHONPATH={q(':'.join(str(s) for s in sites))} exec {q(qemu)} -L {q(str(base))} "
+                f"PYTHONPATH={q(':'.join(str(s) for s in sites))} exec {q(qemu)} -cpu {q(cpu)} -L {q(str(base))} "
                 f"{q(str(base / PYTHON))} \"$@\"\n")
         if not wrapper.exists() or wrapper.read_text() != text:
             tmp = wrapper.with_suffix(".tmp")
@@ -185,10 +190,12 @@ def main() -> int:
     ap.add_argument("--runtime", action="append", help="pip requirement of a runtime to install (repeatable; default: "
                     + " and ".join(DEFAULT_RUNTIMES) + ")")
     ap.add_argument("--cache", help=f"cache folder (default: {cache_dir()})")
+    ap.add_argument("--cpu", default="cortex-a72", help="qemu CPU model (default: cortex-a72, a Pi 4; cortex-a76 for "
+                    "a Pi 5)")
     args = ap.parse_args()
     try:
         py = python_for(tuple(args.runtime or DEFAULT_RUNTIMES), Path(args.cache) if args.cache else None,
-                        log=lambda m: print(m, file=sys.stderr))
+                        log=lambda m: print(m, file=sys.stderr), cpu=args.cpu)
     except UserlandError as e:
         print(f"aarch64_userland: error: {e}", file=sys.stderr)
         return 2
