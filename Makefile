@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,ray]'
 	# tflite-support pins protobuf<4, which TensorFlow 2.21 cannot use; its metadata writers (the android
 	# export) need none of its dependencies, so it is installed without them.
 	$(VENV)/bin/pip install -q --no-deps 'tflite-support==0.4.4'
@@ -43,7 +43,10 @@ chromium:
 demo: $(STAMP)
 	$(VENV)/bin/edgekit demo --out demo-out
 
+# Lint and types first (config in pyproject.toml; zero findings), then the suite.
 test: $(STAMP) sshd chromium
+	$(VENV)/bin/ruff check edgekit tools tests
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)

@@ -5,6 +5,7 @@ The public API is re-exported lazily so `import edgekit` never imports TensorFlo
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "profile": "edgekit.profiling.api",
     "convert_for_device": "edgekit.pipeline",
     "load_profile": "edgekit.profiles",
     "load_recipe": "edgekit.profiles",
@@ -20,7 +21,7 @@ _EXPORTS = {
     "EdgekitError": "edgekit.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]  # noqa: PLE0604 - _EXPORTS keys are strings
 
 
 def __getattr__(name):

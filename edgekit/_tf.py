@@ -10,15 +10,15 @@ import warnings
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ._quiet import captured_stderr  # noqa: E402
+from ._quiet import captured_stderr
 
 with warnings.catch_warnings(), captured_stderr():  # TF's C++ start-up chatter (oneDNN, CUDA probes)
     warnings.simplefilter("ignore", DeprecationWarning)
-    import tensorflow as tf  # noqa: E402
-    import tf_keras as keras  # noqa: E402
-    import tensorflow_model_optimization as tfmot  # noqa: E402
+    import tensorflow as tf
+    import tf_keras as keras
+    import tensorflow_model_optimization as tfmot
     tf.config.list_physical_devices()  # probes CUDA now, inside the capture, not on first model load
 
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["tf", "keras", "tfmot"]
+__all__ = ["keras", "tf", "tfmot"]

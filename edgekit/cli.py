@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EdgekitError
+from .errors import ConfigError, EdgekitError
 
 
 def _print_json(obj) -> None:
@@ -94,50 +94,38 @@ def _boards_from_args(args):
 
 
 def cmd_profile(args) -> int:
-    from .profiling.jobs import Settings, build_jobs, model_ref
-    from .profiling.progress import Progress
-    from .profiling.scheduler import Options, run_profile
     from .errors import ConfigError
+    from .profiling.api import profile
+    from .profiling.jobs import Settings
+    from .profiling.scheduler import Options
     if not (args.board or args.all_boards or args.host):
         raise ConfigError("say where to profile: --board NAME (e.g. --board local), --all-boards, or --host")
-    boards = _boards_from_args(args)
-    models = [model_ref(m) for m in args.models]
-    settings = Settings(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, delegate=args.delegate)
-    if args.input:
-        from .profiling.session import sha256_file
-        p = Path(args.input)
-        if not p.is_file() or p.suffix != ".npy":
-            raise ConfigError(f"--input {p}: expected an existing .npy file")
-        settings = Settings(**{**settings.__dict__, "input_path": p.resolve(), "input_sha": sha256_file(p)})
-    jobs = build_jobs(models, boards, args.threads, args.repeat, settings)
-    opts = Options(store=args.store, force=args.force, timeout=args.timeout, retries=args.retries,
-                   known_hosts=args.known_hosts, accept_new_host=args.accept_new_host,
-                   ask_password=args.ask_password)
-    progress = Progress(sum(len(j) for j in jobs.values()), quiet=args.json)
-    rows = run_profile(jobs, opts, progress.event)
-    progress.close()
-    failed = [r for r in rows if r["status"] != "ok"]
+    res = profile(args.models, _boards_from_args(args), threads=args.threads, repeat=args.repeat,
+                  settings=Settings(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
+                                    delegate=args.delegate), input_path=args.input,
+                  options=Options(store=args.store, force=args.force, timeout=args.timeout, retries=args.retries,
+                                  known_hosts=args.known_hosts, accept_new_host=args.accept_new_host,
+                                  ask_password=args.ask_password), quiet=args.json)
+    failed = res.failed
     if args.json:
-        for r in rows:
+        for r in res.rows:
             r.pop("latencies_ms", None)
-        _print_json({"measurements": rows, "board_errors": progress.board_errors,
-                     "bytes_uploaded": progress.uploaded})
+        _print_json({"measurements": res.rows, "board_errors": res.board_errors,
+                     "bytes_uploaded": res.bytes_uploaded})
     else:
         from .latency_table import render
         from .store import Store
-        ok = [r for r in Store(args.store).rows() if r["settings_key"] in {j.key for js in jobs.values() for j in js}]
-        print(render(ok))
+        print(render([r for r in Store(args.store).rows() if r["settings_key"] in res.keys]))
     reasons: dict[tuple, int] = {}
     for r in failed:
         reasons[(r["board"], r["error"])] = reasons.get((r["board"], r["error"]), 0) + 1
     for (board, error), n in reasons.items():
         print(f"edgekit: error: {board}: {error}" + (f" ({n} measurements)" if n > 1 else ""), file=sys.stderr)
-    for e in progress.board_errors:
+    for e in res.board_errors:
         print(f"edgekit: error: {e}", file=sys.stderr)
-    missing = progress.total - progress.done
-    if missing and not (failed or progress.board_errors):  # a board that did not measure never ends in exit 0
-        print(f"edgekit: error: {missing} of {progress.total} measurements were not taken", file=sys.stderr)
-    return 2 if (failed or progress.board_errors or missing) else 0
+    if res.missing and not (failed or res.board_errors):  # a board that did not measure never ends in exit 0
+        print(f"edgekit: error: {res.missing} of {res.total} measurements were not taken", file=sys.stderr)
+    return 0 if res.ok else 2
 
 
 def cmd_boards(args) -> int:
@@ -190,6 +178,17 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _ray_options(args):
+    if args.executor != "ray":
+        if args.ray_address:
+            raise ConfigError("--ray-address needs --executor ray")
+        return None
+    from .sweep_ray import RayOptions, import_ray
+    import_ray()  # one line on how to install it, before anything runs
+    return RayOptions(address=args.ray_address, cpus=args.ray_cpus, memory_mb=args.ray_memory_mb,
+                      max_retries=args.ray_retries)
+
+
 def cmd_sweep(args) -> int:
     from .select import Budget
     from .sweep import sweep
@@ -201,7 +200,8 @@ def cmd_sweep(args) -> int:
                 grid=args.grid, out=args.out, jobs=args.jobs, threads=args.threads, runs=args.runs,
                 warmup=args.warmup, budgets=budgets, known_hosts=args.known_hosts,
                 accept_new_host=args.accept_new_host, max_drop=args.max_drop,
-                include_over_budget=args.include_over_budget, include_emulated=args.include_emulated)
+                include_over_budget=args.include_over_budget, include_emulated=args.include_emulated,
+                executor=args.executor, ray=_ray_options(args))
     if args.json:
         _print_json({"manifests": {d: str(Path(args.out) / d / "manifest.json") for d in res.manifests},
                      "measurements": res.measurements, "failed": res.failed, "report": str(res.report),
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Optimize, convert, validate, profile and select "
                                 "TFLite variants of a Keras model for edge boards.")
     p.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug lines: connections, remote commands, "
+                   "uploads, conversion steps")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("devices", help="list device profiles")
@@ -382,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", help="grid YAML: prune, clusters, qat, quantization lists (+ epochs)")
     s.add_argument("--out", default="sweep-out")
     s.add_argument("--jobs", type=int, default=1, help="convert devices in N parallel processes")
+    s.add_argument("--executor", choices=("local", "ray"), default="local", help="where conversions run: this "
+                   "machine, or a Ray cluster (pip install 'edgekit[ray]'); one task per device and recipe prefix")
+    s.add_argument("--ray-address", help="Ray cluster to join (e.g. 10.0.0.5:6379; default: start Ray locally)")
+    s.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each conversion task declares (default 1)")
+    s.add_argument("--ray-memory-mb", type=int, default=3000, help="memory each conversion task declares")
+    s.add_argument("--ray-retries", type=int, default=2, help="times a task whose worker or node died is rerun")
     s.add_argument("--threads", type=_int_list)
     s.add_argument("--runs", type=int, default=100)
     s.add_argument("--warmup", type=int, default=10)
@@ -424,25 +432,39 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="train a CNN on sklearn's digits and convert it for rpi4 and coral-usb")
     s.add_argument("--out", default="demo-out")
     s.set_defaults(func=cmd_demo)
+    for s in sub.choices.values():  # -v after the command too (SUPPRESS: never resets the one given before it)
+        s.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
-def _log_to_stderr() -> None:
-    """The library logs through logging.getLogger("edgekit"); the command prints warnings as one line each."""
+def _log_to_stderr(verbose: bool = False) -> None:
+    """The library logs through logging.getLogger("edgekit"): progress lines (INFO) as they are, warnings as
+    `edgekit: warning: ...`, and with -v the debug lines (connect, exec, upload, convert) as `edgekit: debug: ...`."""
     import logging
+
+    class Lines(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            msg = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                return f"edgekit: warning: {msg}"
+            if record.levelno <= logging.DEBUG:
+                return f"edgekit: debug: [{record.name.removeprefix('edgekit.')}] {msg}"
+            return msg
     log = logging.getLogger("edgekit")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("edgekit: warning: %(message)s"))
-        handler.setLevel(logging.WARNING)
-        log.addHandler(handler)
-        log.setLevel(logging.WARNING)
-        log.propagate = False
+    for h in list(log.handlers):
+        if getattr(h, "edgekit_cli", False):
+            log.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Lines())
+    handler.edgekit_cli = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _log_to_stderr()
+    _log_to_stderr(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except EdgekitError as e:

@@ -1,6 +1,8 @@
 """Will this .tflite run on that device?  Runtime op versions, Edge TPU rules, quantization constraints."""
 from __future__ import annotations
 
+from packaging.version import InvalidVersion, Version
+
 from dataclasses import dataclass, field
 
 from .flatbuffer import ModelInfo
@@ -31,12 +33,12 @@ EDGETPU_OPS = frozenset({
 _INT_TYPES = {"int8", "uint8", "int32"}
 
 
-def _v(text: str) -> tuple[int, ...]:
-    parts = []
-    for p in text.split("."):
-        digits = "".join(ch for ch in p if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts + [0] * (3 - len(parts)))
+def _v(text: str) -> Version:
+    """PEP 440 order: 2.14.0rc1 < 2.14.0 < 2.14.1 (an unparsable version sorts first)."""
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return Version("0")
 
 
 def tflite_version_of(runtime: Runtime) -> str:

@@ -11,6 +11,8 @@ from .errors import CalibrationError, DataError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
+CALIBRATION_SAMPLES = 200  # the representative dataset: this many samples of --train unless --calibration
+
 @dataclass(frozen=True)
 class Dataset:
     x: np.ndarray
@@ -21,14 +23,21 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def sample(self, n: int, seed: int = 0) -> "Dataset":
+    @property
+    def labels(self) -> np.ndarray:
+        """y, for steps that need labels (fine-tuning, accuracy)."""
+        if self.y is None:
+            raise DataError(f"{self.source} has no labels (y)")
+        return self.y
+
+    def sample(self, n: int, seed: int = 0) -> Dataset:
         if n >= len(self):
             return self
         idx = np.random.default_rng(seed).choice(len(self), size=n, replace=False)
         return Dataset(self.x[idx], None if self.y is None else self.y[idx], f"{self.source}[sample {n}]",
                        self.classes)
 
-    def split(self, fraction: float, seed: int = 0, at_most: int = 1000) -> tuple["Dataset", "Dataset"]:
+    def split(self, fraction: float, seed: int = 0, at_most: int = 1000) -> tuple[Dataset, Dataset]:
         """(rest, held out): a validation split carved from training data, for decisions (never --eval)."""
         n = min(at_most, max(1, int(round(len(self) * fraction))))
         idx = np.random.default_rng(seed).permutation(len(self))

@@ -1,7 +1,8 @@
 """`edgekit demo`: train the digits CNN, then convert it for rpi4 and coral-usb."""
 from __future__ import annotations
 
-import sys
+import logging
+
 import time
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from .report_text import manifest_table
 
 
 def run_demo(out: Path, devices=("rpi4", "coral-usb"), log=None) -> list:
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    log = log or logging.getLogger("edgekit.demo").info
     from .examples import train_digits_model, write_digits_npz
     from .pipeline import convert_for_device
     t0 = time.perf_counter()

@@ -34,10 +34,6 @@ class TensorInfo:
     scale: float | list[float] | None = None
     zero_point: int | list[int] | None = None
 
-    @property
-    def quantized(self) -> bool:
-        return self.scale is not None
-
 
 @dataclass
 class WeightInfo:
@@ -239,7 +235,8 @@ def _describe(model, raw, name, op_names, type_names) -> ModelInfo:
         path=name, bytes=len(raw), gzip_bytes=len(gzip.compress(raw, 9)),
         sha256=hashlib.sha256(raw).hexdigest(),
         ops=[{"op": o, "version": v, "count": c} for (o, v), c in counts.items()],
-        op_sequence=sequence, op_integer_only=integer_only, inputs=inputs, outputs=outputs, weights=weights, metadata=metadata,
+        op_sequence=sequence, op_integer_only=integer_only, inputs=inputs, outputs=outputs, weights=weights,
+        metadata=metadata,
         min_runtime_version=metadata.get("min_runtime_version"),
         dynamic_inputs=any(-1 in t.shape for t in inputs), tensor_dtypes=dtype_counts,
         subgraphs=len(model.subgraphs))

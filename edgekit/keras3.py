@@ -27,7 +27,7 @@ def load(path: Path):
     keras = _keras3()
     try:
         model = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - any loader failure is one line
+    except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"model {path}: cannot load with Keras 3 ({first[:300]})") from e
     if not isinstance(model, keras.Model):

@@ -4,16 +4,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 from . import __version__, outdir
 from .compat import device_problems, edgetpu_preflight
-from .data import Dataset, check_calibration, check_fits, check_labels, load_data, read_labels
+from .data import CALIBRATION_SAMPLES, Dataset, check_calibration, check_fits, check_labels, load_data, read_labels
 from .errors import ConfigError, ConversionError, DataError, OptimizationError
 from .flatbuffer import parse_model
 from .manifest import Manifest, Variant
@@ -24,7 +24,8 @@ Log = Callable[[str], None]
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """The default progress log: INFO lines of logging.getLogger("edgekit.pipeline") (the CLI prints them)."""
+    logging.getLogger("edgekit.pipeline").info(msg)
 
 
 def _load_inputs(model, train, calibration, eval_data):
@@ -66,7 +67,7 @@ def _load_inputs(model, train, calibration, eval_data):
 def _tfmot_model(model, source: dict, chosen: list[Recipe], sample, log: Log):
     """The tf_keras model TF-MOT recipes work on: the model itself, or a checked rebuild of a Keras 3 model.
     Returns (model or None, why not)."""
-    if not source.get("keras") == 3:
+    if source.get("keras") != 3:
         return model, None
     if not any(r.steps for r in chosen):
         return None, None
@@ -91,7 +92,7 @@ def _labels(given, source: dict, train: Dataset | None, eval_data: Dataset | Non
         found = next((d for d in (train, eval_data) if d is not None and d.classes), None)
         if found is None:
             return None
-        given, where = list(found.classes), f"class names of {found.source}"
+        given, where = list(found.classes or ()), f"class names of {found.source}"
     n_out = (source.get("output_shape") or [None])[-1]
     if n_out and len(given) != n_out:
         raise ConfigError(f"{where}: {len(given)} labels but the model has {n_out} outputs")
@@ -101,7 +102,7 @@ def _labels(given, source: dict, train: Dataset | None, eval_data: Dataset | Non
 def _preflight(model, recipes: list[Recipe], train, calibration, unavailable: str | None = None) -> dict[str, str]:
     """Everything that can fail before training, in seconds.  Data problems stop the run; a recipe whose steps
     cannot handle this model is returned (name -> reason) to fail alone while the others are built."""
-    from .optimize import cluster, prune, qat
+    from .optimize.steps import STEPS
     need_train = [r.name for r in recipes if r.steps]
     if need_train and train is None:
         raise DataError(f"recipes {', '.join(need_train)} fine-tune the model: give --train DATA")
@@ -111,20 +112,18 @@ def _preflight(model, recipes: list[Recipe], train, calibration, unavailable: st
     impossible: dict[str, str] = {}
     verdicts: dict[tuple, str | None] = {}
     for r in recipes:
-        for step, cfg in (("prune", r.prune), ("cluster", r.cluster), ("qat", r.qat)):
-            key = (step, json.dumps(cfg, sort_keys=True), bool(r.prune))
-            if not cfg or r.factorize or r.filters:  # architecture changes come first
+        if any(STEPS[s].changes_architecture for s in r.steps):
+            continue  # the later steps see another model: they are checked when they run
+        for step in r.steps:
+            kind, cfg = STEPS[step], getattr(r, step)
+            key = (step, json.dumps(cfg.given, sort_keys=True), r.prune is not None)
+            if kind.preflight is None:
                 continue
             if key not in verdicts:
                 try:
                     if model is None:
                         raise OptimizationError(unavailable or "TF-MOT recipes need a tf_keras model")
-                    if step == "prune":
-                        prune.preflight(model, cfg)
-                    elif step == "cluster":
-                        cluster.preflight(model, cfg, preserve_sparsity=bool(r.prune))
-                    else:
-                        qat.preflight(model)
+                    kind.preflight(model, cfg, r)
                     verdicts[key] = None
                 except OptimizationError as e:
                     verdicts[key] = f"step {step}: {e}"
@@ -140,42 +139,25 @@ class _Optimizer:
         self.model, self.train, self.eval, self.log = model, train, eval_data, log
         # decisions (sensitivity, strength searches) use a split carved from --train, never --eval
         self.fit, self.val = train.split(0.2)
-        self.val_reference = None  # the original model's accuracy on self.val
+        self.val_reference: float | None = None  # the original model's accuracy on self.val
         self.label = ""
         self.reference_accuracy = reference_accuracy
         self.cache: dict[str, tuple] = {}
 
     def _apply(self, step: str, current, recipe: Recipe):
-        from .optimize import cluster, prune, qat, structured
-        cfg = getattr(recipe, step)
+        """One step of the recipe, as the step registry says; `auto` settings are searched within the budget."""
+        from .optimize.steps import STEPS
+        kind, cfg = STEPS[step], getattr(recipe, step)
         kw = {"teacher": self.model if recipe.distill else None, "distill": recipe.distill}
-        if "auto" in (cfg.get("target_flops"), cfg.get("energy")):
-            from .compress.sensitivity import accuracy_of
-            if self.val_reference is None:
-                self.val_reference = accuracy_of(self.model, self.val)
-            self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points")
-            return structured.searched(step, current, cfg, self.fit, self.val, recipe.max_drop, self.val_reference,
-                                       **kw)
-        if step == "factorize":
-            return structured.factorize(current, cfg, self.train, self.val, **kw)
-        if step == "filters":
-            return structured.filters(current, cfg, self.train, self.val, **kw)
-        if cfg.get("target") == "auto" or cfg.get("clusters") == "auto":
+        if kind.searched(cfg) and kind.apply_auto is not None:
             from .compress.sensitivity import accuracy_of
             from .optimize.search import TRIALS
             if self.val_reference is None:
                 self.val_reference = accuracy_of(self.model, self.val)
             self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points "
                      f"(at most {TRIALS} trials on {len(self.val)} validation samples from --train)")
-            if step == "prune":
-                return prune.prune_auto(current, cfg, self.fit, self.val, recipe.max_drop, self.val_reference, **kw)
-            return cluster.cluster_auto(current, cfg, self.fit, self.val, bool(recipe.prune), recipe.max_drop,
-                                        self.val_reference, **kw)
-        if step == "prune":
-            return prune.prune(current, cfg, self.train, self.val, **kw)
-        if step == "cluster":
-            return cluster.cluster(current, cfg, self.train, preserve_sparsity=bool(recipe.prune), **kw)
-        return qat.qat(current, cfg, self.train, recipe.qat_scheme, **kw)
+            return kind.apply_auto(self, current, cfg, recipe, **kw)
+        return kind.apply(self, current, cfg, recipe, **kw)
 
     def _guarded(self, step: str, current, recipe: Recipe):
         """TensorFlow's own failures inside a step become one clear line naming the recipe and step."""
@@ -192,12 +174,13 @@ class _Optimizer:
         """Returns (model to convert, plain Keras model before QAT, step records)."""
         from .optimize.train import kernel_stats
         self.label = label
-        current, key, records = self.model, json.dumps(recipe.distill, sort_keys=True), []
+        from .optimize.steps import STEPS
+        current, key, records = self.model, json.dumps(recipe.given("distill"), sort_keys=True), []
         plain, last_accuracy = current, self.reference_accuracy
         for step in recipe.steps:
             cfg = getattr(recipe, step)
-            key += f"|{step}:{json.dumps(cfg, sort_keys=True)}"
-            if "auto" in (cfg.get("target"), cfg.get("clusters"), cfg.get("target_flops"), cfg.get("energy")):
+            key += f"|{step}:{json.dumps(cfg.given, sort_keys=True)}"
+            if STEPS[step].searched(cfg):
                 key += f"@{recipe.max_drop}"
             t0 = time.perf_counter()
             reused = key in self.cache
@@ -210,12 +193,12 @@ class _Optimizer:
             current, details, before, after = self.cache[key]
             last_accuracy = after
             secs = time.perf_counter() - t0
-            rec = {"step": step, "settings": cfg, "seconds": round(secs, 2), "reused": reused,
+            rec = {"step": step, "settings": cfg.given, "seconds": round(secs, 2), "reused": reused,
                    "accuracy_before": before, "accuracy_after": after, **details}
             if not reused:
                 rec["peak_rss_mb"] = peak_mb()
             if recipe.distill:
-                rec["distill"] = recipe.distill
+                rec["distill"] = recipe.given("distill")
             text = f"{label}: {step:<8} {secs:6.1f} s"
             if step != "qat":
                 plain = current
@@ -228,7 +211,7 @@ class _Optimizer:
             if "search" in details:
                 what = {"prune": "target", "cluster": "clusters", "filters": "target_flops"}.get(step, "energy")
 
-                def show(v):
+                def show(v, what=what):
                     return str(v) if what == "clusters" else f"{v:.0%}"
                 tried = ", ".join(f"{show(t[what])}: " + (f"{t['drop_points']:+.1f}" if "drop_points" in t else "n/a")
                                   for t in details["search"]["trials"])
@@ -251,7 +234,7 @@ def _keras_accuracy(model, data: Dataset | None) -> float | None:
         return None
     from .data import class_indices
     pred = model.predict(data.x, batch_size=256, verbose=0)
-    return float((pred.reshape(pred.shape[0], -1).argmax(axis=1) == class_indices(data.y)).mean())
+    return float((pred.reshape(pred.shape[0], -1).argmax(axis=1) == class_indices(data.labels)).mean())
 
 
 def _survival(recipe: Recipe, records: list[dict], info) -> dict:
@@ -264,7 +247,7 @@ def _survival(recipe: Recipe, records: list[dict], info) -> dict:
                               "ok": info.sparsity >= want - 0.02}
     if recipe.cluster:
         chosen = next((r.get("clusters") for r in records if r.get("step") == "cluster"), None)
-        n = int(chosen if isinstance(chosen, int) else recipe.cluster["clusters"])
+        n = int(chosen if isinstance(chosen, int) else recipe.cluster.clusters)
         limit = n + (1 if recipe.prune else 0)  # int8 rounding can split zero from a near-zero centroid
         result["clusters"] = {"clusters": n, "tflite_max_unique_per_channel": info.max_unique_per_channel,
                               "ok": info.max_unique_per_channel <= limit}
@@ -371,7 +354,8 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         params=counts.get("params"), max_drop=recipe.max_drop, accuracy_drop=drop, within_budget=within)
 
 
-def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | None = None, *, train=None,
+def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str | Recipe] | None = None, *,
+                       train=None,
                        calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr,
                        reuse: bool = False, labels=None, keep_going: bool = False,
                        overwrite: bool = False, max_drop: float | None = None) -> Manifest:
@@ -389,64 +373,48 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
     """
     profile = device if isinstance(device, DeviceProfile) else load_profile(device)
     out = outdir.check_out(out, overwrite)
-    chosen = [r if isinstance(r, Recipe) else load_recipe(r) for r in (recipes or profile.default_recipes)]
-    for r in chosen:
-        check_recipe_fits(r, profile)
-    chosen = [_with_channel_multiple(r, profile) for r in chosen]
-    if max_drop is not None:  # the user's accuracy budget overrides the recipes'
-        if not 0 <= max_drop <= 100:
-            raise ConfigError(f"--max-drop must be between 0 and 100 points, got {max_drop:g}")
-        chosen = [dataclasses.replace(r, max_drop=float(max_drop)) for r in chosen]
-    if len({r.name for r in chosen}) != len(chosen):
-        raise ConfigError("a recipe is named twice")
+    chosen = _plan(profile, recipes, max_drop)
     t_start = time.perf_counter()
+    # 1. inputs, and everything that can fail before training (data problems stop here; a recipe this model
+    #    cannot take fails alone)
     model, source, train, calibration, eval_data = _load_inputs(model, train, calibration, eval)
     if calibration is None and train is not None:
-        calibration = train.sample(200)
+        calibration = train.sample(CALIBRATION_SAMPLES)
     labels = _labels(labels, source, train, eval_data)
     tfmot_model, unavailable = _tfmot_model(model, source, chosen, calibration or train, log)
     impossible = _preflight(tfmot_model, chosen, train, calibration, unavailable)
     if impossible and len(impossible) == len(chosen):
         raise OptimizationError(next(iter(impossible.values())))
+    # 2. build every variant into a staging folder; 3. the manifest; 4. the staging folder becomes `out`
     work = outdir.staging(out)
     try:
         log(f"[{profile.name}] {len(chosen)} variants: {', '.join(r.name for r in chosen)}")
         ref_acc = _keras_accuracy(model, eval_data)
-        if ref_acc is not None:
+        if ref_acc is not None and eval_data is not None:
             log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
         optimizer = _Optimizer(tfmot_model, train, eval_data, log, ref_acc) \
             if train is not None and tfmot_model is not None else None
-        variants, failed = [], []
+        failed: list[dict] = [{"recipe": name, "error": why, "stage": "preflight"}
+                              for name, why in impossible.items()]
         for name, why in impossible.items():
-            failed.append({"recipe": name, "error": why, "stage": "preflight"})
             log(f"[{profile.name}] {name}: FAILED  {why}")
         previous = _reusable(out, source) if reuse else {}
-        for recipe in chosen:
+        variants = []
+        for recipe in (r for r in chosen if r.name not in impossible):
             label = f"[{profile.name}] {recipe.name}"
-            if recipe.name in impossible:
-                continue
-            hit = previous.get(json.dumps(recipe.config(), sort_keys=True))
-            if hit is not None and hit[0].name == recipe.name:
-                old, f = hit
-                for extra in [f, *out.glob(f"{f.stem}_edgetpu*")]:  # the model and any compiler output
-                    shutil.copy2(extra, work / extra.name)
-                variants.append(old)
-                log(f"{label}: reused  {old.bytes:,} bytes from the previous run (same source model and recipe)")
+            kept = _reuse(recipe, previous, out, work)
+            if kept is not None:
+                variants.append(kept)
+                log(f"{label}: reused  {kept.bytes:,} bytes from the previous run (same source model and recipe)")
                 continue
             try:
                 variants.append(_build_one(recipe, profile, model, optimizer, ref_acc, calibration, eval_data,
                                            work, log, label))
-            except (OptimizationError, ConversionError) as e:
-                if not keep_going:
-                    raise
-                failed.append({"recipe": recipe.name, "error": str(e)})
-                log(f"{label}: FAILED  {e}")
-            except Exception as e:  # noqa: BLE001 - out of memory and other resource failures: this recipe only
-                if not _resource_failure(e):
-                    raise
-                why = f"recipe '{recipe.name}': {_one_line(e)}"
-                failed.append({"recipe": recipe.name, "error": why, "stage": "resources"})
-                log(f"{label}: FAILED  {why} (the other variants are kept)")
+            except Exception as e:
+                failure = _recipe_failure(recipe, e, keep_going)  # re-raises what must stop the run
+                failed.append(failure)
+                log(f"{label}: FAILED  {failure['error']}" + (" (the other variants are kept)"
+                                                              if failure.get("stage") == "resources" else ""))
         if failed and not variants:
             raise OptimizationError(f"every recipe failed; first: {failed[0]['recipe']}: {failed[0]['error']}")
         manifest = Manifest(
@@ -465,6 +433,45 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: list[str] | 
         raise
 
 
+def _plan(profile: DeviceProfile, recipes, max_drop: float | None) -> list[Recipe]:
+    """The recipes to build (the device's defaults unless named), checked against the device, with the device's
+    channel tile and the user's accuracy budget applied."""
+    chosen = [r if isinstance(r, Recipe) else load_recipe(r) for r in (recipes or profile.default_recipes)]
+    for r in chosen:
+        check_recipe_fits(r, profile)
+    chosen = [_with_channel_multiple(r, profile) for r in chosen]
+    if max_drop is not None:  # the user's accuracy budget overrides the recipes'
+        if not 0 <= max_drop <= 100:
+            raise ConfigError(f"--max-drop must be between 0 and 100 points, got {max_drop:g}")
+        chosen = [dataclasses.replace(r, max_drop=float(max_drop)) for r in chosen]
+    if len({r.name for r in chosen}) != len(chosen):
+        raise ConfigError("a recipe is named twice")
+    return chosen
+
+
+def _reuse(recipe: Recipe, previous: dict, out: Path, work: Path) -> Variant | None:
+    """The variant a previous run built from the same source model and recipe settings, copied into `work`."""
+    hit = previous.get(json.dumps(recipe.config(), sort_keys=True))
+    if hit is None or hit[0].name != recipe.name:
+        return None
+    old, f = hit
+    for extra in [f, *out.glob(f"{f.stem}_edgetpu*")]:  # the model and any compiler output
+        shutil.copy2(extra, work / extra.name)
+    return old
+
+
+def _recipe_failure(recipe: Recipe, e: Exception, keep_going: bool) -> dict:
+    """How a recipe's failure is listed in the manifest, or the exception again when it must stop the run:
+    optimization / conversion errors without `keep_going`, and anything that is not ours or the machine's."""
+    if isinstance(e, (OptimizationError, ConversionError)):
+        if not keep_going:
+            raise e
+        return {"recipe": recipe.name, "error": str(e)}
+    if _resource_failure(e):  # out of memory: this recipe alone fails, the others are kept
+        return {"recipe": recipe.name, "error": f"recipe '{recipe.name}': {_one_line(e)}", "stage": "resources"}
+    raise e
+
+
 def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc, calibration, eval_data, work: Path,
                log: Log, label: str) -> Variant:
     """Optimize (reusing shared steps), convert and validate one recipe."""
@@ -472,9 +479,13 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
     from .convert.tflite import convert
     converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
     keras_acc = records[-1]["accuracy_after"] if records else ref_acc  # measured by the last step
-    t0 = time.perf_counter()
     reset_peak()
+    t0 = time.perf_counter()
     model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes)
+    logging.getLogger("edgekit.convert").debug("%s: converted (%s, io %s, %s calibration samples): %d bytes in "
+                                               "%.1f s", recipe.name, recipe.mode, recipe.io,
+                                               len(calibration) if calibration is not None else 0, len(model_bytes),
+                                               time.perf_counter() - t0)
     secs = time.perf_counter() - t0
     peak = peak_mb()
     records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2), "bytes": len(model_bytes),
@@ -488,13 +499,13 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
                                  label)
     try:
         counts = count(plain)
-    except Exception:  # noqa: BLE001 - MACs are informative; a layer the counter does not know must not fail
+    except Exception:
         counts = {}
     def explain(model_bytes: bytes) -> list[dict]:
         from .quant_error import worst_layers
         try:
             return worst_layers(model_bytes, plain, calibration.x) if calibration is not None else []
-        except Exception:  # noqa: BLE001 - a diagnosis must never fail the variant
+        except Exception:
             return []
     return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label, counts,
                           ref_acc, explain)
@@ -544,12 +555,10 @@ def _selective(recipe: Recipe, converted, plain, model_bytes: bytes, calibration
 
 def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:
     """Filter pruning keeps channel counts at the device's int8 kernel tile unless the recipe names one."""
-    tile = (recipe.filters or {}).get("channel_multiple", "device")
-    if not recipe.filters or tile != "device":
+    if recipe.filters is None or recipe.filters.channel_multiple != "device":
         return recipe
     from .compress.kernels import resolve
-    return dataclasses.replace(recipe, filters={**recipe.filters,
-                                                "channel_multiple": resolve(profile.channel_multiple)})
+    return dataclasses.replace(recipe, filters=recipe.filters.with_(channel_multiple=resolve(profile.channel_multiple)))
 
 
 def _source_sha(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from .layers import kind_of
 
 
 def _matches(tensor_name: str, layer: str) -> bool:
@@ -18,7 +19,7 @@ def _folded_output(layer):
     nodes = getattr(layer, "_outbound_nodes", [])
     if len(nodes) == 1:
         nxt = getattr(nodes[0], "outbound_layer", None) or getattr(nodes[0], "operation", None)
-        if type(nxt).__name__ == "BatchNormalization":
+        if kind_of(nxt) == "BatchNormalization":
             return nxt.output
     return layer.output
 
@@ -53,7 +54,7 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
     # converter fuses (activations, TF-op layers) have no tensor of their own to compare
     final = keras_model.layers[-1]
     layers = [layer for layer in keras_model.layers
-              if (layer is final or layer.weights and type(layer).__name__ != "BatchNormalization")
+              if (layer is final or (layer.weights and kind_of(layer) != "BatchNormalization"))
               and not isinstance(layer.output, (list, tuple))]
     probe = keras.Model(keras_model.inputs, [_folded_output(layer) for layer in layers])
     float_outs = probe.predict(x, verbose=0)
@@ -70,7 +71,7 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
     if not chosen:
         return []
     inp = it.get_input_details()[0]
-    got = {name: [] for name in chosen}
+    got: dict[str, list] = {name: [] for name in chosen}
     for i in range(len(x)):
         it.set_tensor(inp["index"], quantize_input(x[i:i + 1], inp))
         it.invoke()
@@ -87,7 +88,7 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
         norms = np.linalg.norm(fc, axis=0)
         live = norms > 1e-6 * (norms.max() + 1e-12)
         err = float(np.mean(np.linalg.norm(qc - fc, axis=0)[live] / norms[live])) if live.any() else 0.0
-        out.append({"layer": layer.name, "kind": type(layer).__name__, "relative_error": round(err, 4),
+        out.append({"layer": layer.name, "kind": kind_of(layer), "relative_error": round(err, 4),
                     "tensors": sorted({d["name"] for d in details if _matches(d["name"], layer.name)}
                                       | {chosen[layer.name][1]["name"]})})
     out.sort(key=lambda r: -r["relative_error"])

@@ -69,7 +69,7 @@ def _board_section(store, board: str, rows: list[dict], out: Path):
             h.append(f'<p class="note">{html.escape(n)}</p>')
     fp = json.loads(rows[-1]["fingerprint"] or "{}") if rows else {}
     temps = fp.get("temperatures_c") or {}
-    facts = [["host", fp.get("hostname")], ["CPU", f"{fp.get('cpu_model')} ({fp.get('cpu_count')} cores)"],
+    facts: list[list] = [["host", fp.get("hostname")], ["CPU", f"{fp.get('cpu_model')} ({fp.get('cpu_count')} cores)"],
              ["OS", fp.get("os")], ["emulation", fp.get("emulation") or ("none" if fp else None)],
              ["kernel", fp.get("kernel")], ["governor / clock", f"{fp.get('governor')} / {fp.get('cpu_freq_khz')} kHz"],
              ["runtime", f"{(fp.get('runtime') or {}).get('name')} {(fp.get('runtime') or {}).get('version')}"],

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .manifest import load_manifest
+from .manifest import Variant, load_manifest
 
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
 
@@ -35,6 +35,7 @@ class Candidate:
     failed: list[str] = field(default_factory=list)
     model: str = ""  # the source model's name, set when candidates come from more than one model
     emulated: bool = False  # measured under emulation (--include-emulated): not the hardware's latency
+    ids: list[int] = field(default_factory=list, repr=False)  # its store rows (the bootstrap reads them); not output
 
     @property
     def label(self) -> str:
@@ -74,16 +75,10 @@ class Decision:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["chosen"] = asdict(self.chosen) if self.chosen else None
+        for c in [*d["candidates"], d["chosen"]]:
+            if c:
+                c.pop("ids", None)
         return d
-
-
-def _phi(z: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (Abramowitz & Stegun 7.1.26 erf, |error| < 1.5e-7), vectorised, no scipy."""
-    x = np.abs(z) / np.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.3275911 * x)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = 1.0 - poly * np.exp(-x * x)
-    return 0.5 * (1.0 + np.sign(z) * erf)
 
 
 def bootstrap_ci(latencies: np.ndarray, q: float, confidence: float = 0.95) -> tuple[float, float]:
@@ -91,17 +86,18 @@ def bootstrap_ci(latencies: np.ndarray, q: float, confidence: float = 0.95) -> t
 
     The q-quantile of a bootstrap resample is the k-th order statistic (k = ceil(q n)); it is <= x_(j) exactly when
     at least k of the n draws are <= x_(j), which happens with probability P(Binomial(n, j/n) >= k).  That is the
-    whole bootstrap distribution (as if resampled infinitely often), evaluated with the binomial's normal
-    approximation: O(n log n), so intervals for hundreds of candidates cost milliseconds.
+    whole bootstrap distribution (as if resampled infinitely often), evaluated exactly (the binomial's tail as a
+    regularized incomplete beta function): O(n log n), so intervals for hundreds of candidates cost milliseconds.
     """
     xs = np.sort(np.asarray(latencies, dtype=np.float64))
     n = xs.size
     if n < 2:
         return float(xs[0]), float(xs[0])
     k = max(1, int(np.ceil(q / 100.0 * n)))
+    from scipy.special import betainc  # scipy.stats would cost ~0.5 s more to import
     p = np.arange(1, n + 1) / n
-    sd = np.sqrt(np.maximum(n * p * (1 - p), 1e-12))
-    cdf = 1.0 - _phi((k - 0.5 - n * p) / sd)
+    # P(Binomial(n, j/n) >= k) = I_{j/n}(k, n - k + 1): the probability that the bootstrap quantile <= x_(j)
+    cdf = betainc(k, n - k + 1, p) if k <= n else np.zeros(n)
     cdf[-1] = 1.0
     a = (1 - confidence) / 2
     lo = xs[min(int(np.searchsorted(cdf, a)), n - 1)]
@@ -116,11 +112,11 @@ def pareto_front(cands: list[Candidate]) -> list[Candidate]:
     k = np.array([[c.accuracy if c.accuracy is not None else -1.0, -c.latency_ms, -float(c.bytes)] for c in cands])
     ge = (k[:, None, :] >= k[None, :, :]).all(axis=2)  # ge[i, j]: i is at least as good as j everywhere
     gt = (k[:, None, :] > k[None, :, :]).any(axis=2)
-    dominated = (ge & gt).any(axis=0)
+    dominated = np.asarray((ge & gt).any(axis=0), dtype=bool).tolist()
     return sorted([c for c, d in zip(cands, dominated) if not d], key=lambda c: c.latency_ms)
 
 
-def _manifest_variants(paths: list[str]) -> tuple[dict[str, tuple[str, object, str]], dict[str, str]]:
+def _manifest_variants(paths: list[str]) -> tuple[dict[str, tuple[str, Variant, str]], dict[str, str]]:
     """sha256 -> (manifest path, Variant, the manifest's device); and manifest path -> its model's name, when the
     manifests describe more than one model (else empty: labels stay short)."""
     out, models = {}, {}
@@ -193,7 +189,9 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
                      f"out (--include-emulated)")
     if throttled_skipped:
         notes.append(f"{throttled_skipped} measurements taken while throttled were left out (--include-throttled)")
-    cands, incompatible, fit_cache, over = [], 0, {}, set()
+    cands: list[Candidate] = []
+    incompatible, over = 0, set()
+    fit_cache: dict[tuple, bool] = {}
     for (sha, b, threads, delegate), rs in groups.items():
         mpath, v, mdevice = variants[sha]
         if v.within_budget is False and not include_over_budget:
@@ -208,7 +206,7 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
                                latency_ms=lat, measurements=len(rs), runs=sum(r["n_runs"] or 0 for r in rs),
                                model_sha256=sha, model=model_names.get(mpath, ""),
                                emulated=any(r["emulated"] for r in rs)))
-        cands[-1]._ids = [r["id"] for r in rs]  # for the bootstrap
+        cands[-1].ids = [r["id"] for r in rs]  # for the bootstrap
     if over:
         notes.append(f"left out as over their accuracy budget: {', '.join(sorted(over))} (--include-over-budget)")
     if incompatible:
@@ -219,7 +217,7 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
 def _attach_ci(store, cands: list[Candidate], percentile: str, confidence: float) -> None:
     q = PERCENTILES[percentile]
     for c in cands:
-        lat = store.latencies(getattr(c, "_ids", []))
+        lat = store.latencies(c.ids)
         if lat:
             c.ci_low_ms, c.ci_high_ms = bootstrap_ci(np.asarray(lat), q, confidence)
 
@@ -235,7 +233,8 @@ def choose(cands: list[Candidate], budget: Budget, percentile: str) -> tuple[Can
         if budget.max_latency_ms is not None:
             if lat > budget.max_latency_ms:
                 c.failed.append("latency")
-            if c.ci_low_ms is not None and c.ci_low_ms <= budget.max_latency_ms < c.ci_high_ms:
+            if c.ci_low_ms is not None and c.ci_high_ms is not None and \
+                    c.ci_low_ms <= budget.max_latency_ms < c.ci_high_ms:
                 c.straddles_budget = True
         if budget.min_accuracy is not None and (c.accuracy is None or c.accuracy < budget.min_accuracy):
             c.failed.append("accuracy")
@@ -306,7 +305,5 @@ def select(store, *, board: str | None = None, device: str | None = None, budget
     chosen, reason = choose(cands, budget, percentile)
     target = f"board {board}" if board else f"device {device}"
     cands.sort(key=lambda c: c.latency_ms)
-    for c in cands:
-        c.__dict__.pop("_ids", None)
     return Decision(target=target, percentile=percentile, budget=asdict(budget), candidates=cands,
                     front=[c.label + f" @ {c.board}" for c in front], chosen=chosen, reason=reason, notes=notes)

@@ -1,70 +1,93 @@
 """The latency store: SQLite (WAL), one row per measurement, committed as soon as it is taken."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, get_args, get_origin, get_type_hints
 
 from .errors import StoreError
 
 DEFAULT_STORE = "edgekit.db"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS measurements (
-    id INTEGER PRIMARY KEY,
-    settings_key TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-    error TEXT,
-    model_sha256 TEXT NOT NULL,
-    model_name TEXT NOT NULL,
-    manifest_path TEXT,
-    variant TEXT,
-    board TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    host TEXT,
-    runtime_name TEXT,
-    runtime_version TEXT,
-    threads INTEGER NOT NULL,
-    delegate TEXT NOT NULL,
-    warmup_runs INTEGER NOT NULL,
-    min_runs INTEGER NOT NULL,
-    min_seconds REAL NOT NULL,
-    repeat_index INTEGER NOT NULL,
-    input TEXT NOT NULL,
-    n_runs INTEGER,
-    load_ms REAL,
-    first_ms REAL,
-    mean_ms REAL,
-    std_ms REAL,
-    min_ms REAL,
-    max_ms REAL,
-    p50_ms REAL,
-    p90_ms REAL,
-    p99_ms REAL,
-    peak_rss_kb INTEGER,
-    throttled INTEGER NOT NULL DEFAULT 0,
-    cooled_s REAL,
-    temp_before_c REAL,
-    temp_after_c REAL,
-    latencies_ms TEXT,
-    fingerprint TEXT,
-    started_at TEXT NOT NULL,
-    finished_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 1,
-    emulated INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS measurements_key ON measurements (settings_key, status);
-CREATE INDEX IF NOT EXISTS measurements_board ON measurements (board, status);
-"""
-COLUMNS = ("settings_key", "status", "error", "model_sha256", "model_name", "manifest_path", "variant", "board",
-           "profile", "host", "runtime_name", "runtime_version", "threads", "delegate", "warmup_runs", "min_runs",
-           "min_seconds", "repeat_index", "input", "n_runs", "load_ms", "first_ms", "mean_ms", "std_ms", "min_ms",
-           "max_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_kb", "throttled", "cooled_s", "temp_before_c",
-           "temp_after_c", "latencies_ms", "fingerprint", "started_at", "finished_at", "attempts", "emulated")
+@dataclass(kw_only=True)
+class Measurement:
+    """One measurement: what the scheduler records, one row of the store, what table / select / report read.
+    Declared once here: the table's columns and COLUMNS are made from it (old stores gain added columns)."""
+    settings_key: str  # model sha256 + board + settings: a rerun with the same key is answered by the store
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    model_sha256: str
+    model_name: str
+    manifest_path: str | None = None
+    variant: str | None = None
+    board: str
+    profile: str
+    host: str | None = None
+    runtime_name: str | None = None
+    runtime_version: str | None = None
+    threads: int
+    delegate: str
+    warmup_runs: int
+    min_runs: int
+    min_seconds: float
+    repeat_index: int
+    input: str  # sha256 of the .npy input, or "random"
+    n_runs: int | None = None
+    load_ms: float | None = None
+    first_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    peak_rss_kb: int | None = None
+    throttled: int = 0
+    cooled_s: float | None = None
+    temp_before_c: float | None = None
+    temp_after_c: float | None = None
+    latencies_ms: list[float] | None = None  # every counted run (JSON in the store)
+    fingerprint: dict | None = None  # the board as it reported itself (JSON in the store)
+    started_at: str
+    finished_at: str
+    attempts: int = 1
+    emulated: int = 0  # measured under user-mode emulation: not the hardware's latency
+
+    def to_row(self) -> dict:
+        return asdict(self)
+
+
+_SQL = {str: "TEXT", int: "INTEGER", float: "REAL", list: "TEXT", dict: "TEXT"}
+JSON_COLUMNS = ("latencies_ms", "fingerprint")
+
+
+def _column(f: dataclasses.Field) -> str:
+    hint = get_type_hints(Measurement)[f.name]
+    args = [a for a in get_args(hint) if a is not type(None)]
+    nullable = type(None) in get_args(hint)
+    base = args[0] if nullable else hint
+    if get_origin(base) is Literal:
+        sql = f"TEXT NOT NULL CHECK ({f.name} IN ({', '.join(repr(v) for v in get_args(base))}))"
+    else:
+        sql = _SQL[get_origin(base) or base] + ("" if nullable else " NOT NULL")
+    if f.default not in (dataclasses.MISSING, None):
+        sql += f" DEFAULT {f.default}"
+    return f"{f.name} {sql}"
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(Measurement))
+SCHEMA = ("CREATE TABLE IF NOT EXISTS measurements (\n    id INTEGER PRIMARY KEY,\n    "
+          + ",\n    ".join(_column(f) for f in dataclasses.fields(Measurement)) + "\n);\n"
+          "CREATE INDEX IF NOT EXISTS measurements_key ON measurements (settings_key, status);\n"
+          "CREATE INDEX IF NOT EXISTS measurements_board ON measurements (board, status);\n")
 # Columns added after the first release, with the value rows of older stores have: such stores open as they are
 # (read-only ones read the default; writable ones gain the column).
-ADDED = {"emulated": ("INTEGER NOT NULL DEFAULT 0", 0)}
+ADDED = {"emulated": 0}
 
 
 def store_path(path: str | Path | None) -> Path:
@@ -91,9 +114,10 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 with self.db:
                     self.db.executescript(SCHEMA)
-                    for column, (decl, _) in ADDED.items():
+                    for column in ADDED:
                         if column not in self._have():
-                            self.db.execute(f"ALTER TABLE measurements ADD COLUMN {column} {decl}")
+                            f = next(f for f in dataclasses.fields(Measurement) if f.name == column)
+                            self.db.execute(f"ALTER TABLE measurements ADD COLUMN {_column(f)}")
             self.have = self._have()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store {self.path}: {e}") from e
@@ -113,9 +137,9 @@ class Store:
     def _have(self) -> set[str]:
         return {r[1] for r in self.db.execute("PRAGMA table_info(measurements)")}
 
-    def add(self, row: dict) -> int:
-        data = dict(row)
-        for k in ("latencies_ms", "fingerprint"):
+    def add(self, row: Measurement | dict) -> int:
+        data = row.to_row() if isinstance(row, Measurement) else dict(row)
+        for k in JSON_COLUMNS:
             if data.get(k) is not None and not isinstance(data[k], str):
                 data[k] = json.dumps(data[k])
         unknown = set(data) - set(COLUMNS)
@@ -126,7 +150,7 @@ class Store:
             with self.db:  # one transaction: the row is there entirely or not at all
                 cur = self.db.execute(f"INSERT INTO measurements ({', '.join(cols)}) VALUES "
                                       f"({', '.join('?' for _ in cols)})", [data[c] for c in cols])
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store {self.path}: cannot write ({e})") from e
 
@@ -142,7 +166,7 @@ class Store:
         if columns is not None and set(columns) - set(COLUMNS):
             raise StoreError(f"unknown store columns: {sorted(set(columns) - set(COLUMNS))}")
         wanted = [c for c in (columns or COLUMNS) if raw or c != "latencies_ms"]
-        missing = {c: ADDED[c][1] for c in wanted if c not in self.have}
+        missing = {c: ADDED[c] for c in wanted if c not in self.have}
         cols = "*" if raw else ", ".join(c for c in wanted if c not in missing) + ", id"
         sql, args = f"SELECT {cols} FROM measurements WHERE 1=1", []
         for column, value in (("board", board), ("profile", profile), ("status", status)):

@@ -3,25 +3,53 @@ select per device and board -> report.  Resumable: a rerun reuses converted vari
 from __future__ import annotations
 
 import itertools
-import sys
+import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .errors import ConfigError
-from .profiles import DeviceProfile, Recipe, load_profile
-from .schema import Field, check, read_yaml
+from .errors import ConfigError, OptimizationError
+from .optimize.steps import Cluster, Filters, Prune, Qat
+from .profiles import DeviceProfile, QuantMode, Recipe, load_profile
+from .record import parse, rule
+from .schema import read_yaml
 
-GRID_SCHEMA = {
-    "prune": Field(list, required=True), "clusters": Field(list, required=True),
-    "qat": Field(list, required=True, item=bool), "quantization": Field(list, required=True, item=str,
-                                                                         choices=("float32", "float16", "dynamic",
-                                                                                  "int8", "int16x8")),
-    "filters": Field(list),  # target_flops of structured filter pruning (0 or none: not pruned)
-    "epochs": Field(dict, nested={"prune": Field(int, minimum=1), "cluster": Field(int, minimum=1),
-                                  "qat": Field(int, minimum=1), "filters": Field(int, minimum=1)}),
-}
+def _each(ok, what: str):
+    def check(values) -> str | None:
+        bad = [v for v in values if not ok(v)]
+        return f"values are {what}, got {bad[0]!r}" if bad else None
+    return check
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class GridEpochs:
+    prune: int = rule(4, minimum=1)
+    cluster: int = rule(3, minimum=1)
+    qat: int = rule(3, minimum=1)
+    filters: int = rule(6, minimum=1)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A sweep grid file: every combination of these is one variant (where the device can run it)."""
+    prune: tuple[Any, ...] = rule(check=_each(lambda p: p == "2:4" or (_num(p) and 0 <= p < 1),
+                                              'sparsities in [0, 1) or "2:4"'))
+    clusters: tuple[Any, ...] = rule(check=_each(lambda c: c in ("none", None) or (
+        isinstance(c, int) and not isinstance(c, bool) and 2 <= c <= 256), "none or 2..256"))
+    qat: tuple[bool, ...] = rule()
+    quantization: tuple[QuantMode, ...] = rule()
+    # target share of the MACs for structured filter pruning (none/0: not pruned)
+    filters: tuple[Any, ...] = rule((0,), check=_each(lambda f: f in ("none", None, 0) or (
+        isinstance(f, float) and 0.05 <= f < 1), "none/0 or a target fraction of the MACs in [0.05, 1)"))
+    epochs: GridEpochs = GridEpochs()
+
+
 DEFAULT_GRID = {"prune": [0, 0.75], "clusters": ["none", 16], "qat": [False, True],
                 "quantization": ["float32", "dynamic", "int8"]}
 FULL_GRID_EXAMPLE = {"prune": [0, 0.5, 0.75, 0.9, "2:4"], "clusters": ["none", 16, 32], "qat": [False, True],
@@ -29,43 +57,34 @@ FULL_GRID_EXAMPLE = {"prune": [0, 0.5, 0.75, 0.9, "2:4"], "clusters": ["none", 1
                      "epochs": {"prune": 4, "cluster": 3, "qat": 3, "filters": 6}}
 
 
-def load_grid(path: str | Path | None) -> dict:
+def load_grid(path: str | Path | None) -> Grid:
     if path is None:
-        return dict(DEFAULT_GRID)
+        return parse(Grid, DEFAULT_GRID, "default grid")
     data = read_yaml(path, f"grid file {path} does not exist")
-    check(data, GRID_SCHEMA, Path(path).name)
-    for p in data["prune"]:
-        if not (p == "2:4" or (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1)):
-            raise ConfigError(f"{Path(path).name}: 'prune' values are sparsities in [0, 1) or \"2:4\", got {p!r}")
-    for c in data["clusters"]:
-        if not (c in ("none", None) or (isinstance(c, int) and not isinstance(c, bool) and 2 <= c <= 256)):
-            raise ConfigError(f"{Path(path).name}: 'clusters' values are none or 2..256, got {c!r}")
-    for f in data.get("filters") or []:
-        if not (f in ("none", None, 0) or (isinstance(f, float) and 0.05 <= f < 1)):
-            raise ConfigError(f"{Path(path).name}: 'filters' values are none/0 or a target fraction of the MACs in "
-                              f"[0.05, 1), got {f!r}")
-    return data
+    return parse(Grid, data, Path(path).name)
 
 
-def grid_recipes(grid: dict, profile: DeviceProfile) -> list[Recipe]:
+def grid_recipes(grid: Grid | dict, profile: DeviceProfile) -> list[Recipe]:
     """Every meaningful combination the device can run (QAT only with int8; a device's own quantization rules)."""
-    epochs = grid.get("epochs") or {}
+    if isinstance(grid, dict):
+        grid = parse(Grid, grid, "grid")
+    epochs = grid.epochs
     io = "int8" if "int8" in profile.io_dtypes else profile.io_dtypes[0]
     recipes, seen = [], set()
-    for flops, prune, clusters, qat, mode in itertools.product(grid.get("filters") or [0], grid["prune"],
-                                                               grid["clusters"], grid["qat"], grid["quantization"]):
+    for flops, prune, clusters, qat, mode in itertools.product(grid.filters or (0,), grid.prune, grid.clusters,
+                                                               grid.qat, grid.quantization):
         if mode not in profile.quant_modes or (qat and mode != "int8"):
             continue
-        f = {"structure": "filters", "target_flops": float(flops), "epochs": epochs.get("filters", 6),
-             "channel_multiple": "device"} if flops not in ("none", None, 0) else None
+        f = Filters.of({"structure": "filters", "target_flops": float(flops), "epochs": epochs.filters,
+                        "channel_multiple": "device"}) if flops not in ("none", None, 0) else None
         p = None
         if prune == "2:4":
-            p = {"target": 0.5, "structure": "2:4", "schedule": "constant", "epochs": epochs.get("prune", 4)}
+            p = Prune.of({"target": 0.5, "structure": "2:4", "schedule": "constant", "epochs": epochs.prune})
         elif prune:
-            p = {"target": float(prune), "schedule": "polynomial", "epochs": epochs.get("prune", 4)}
-        c = {"clusters": int(clusters), "init": "kmeans++", "epochs": epochs.get("cluster", 3)} \
+            p = Prune.of({"target": float(prune), "schedule": "polynomial", "epochs": epochs.prune})
+        c = Cluster.of({"clusters": int(clusters), "init": "kmeans++", "epochs": epochs.cluster}) \
             if clusters not in ("none", None) else None
-        q = {"epochs": epochs.get("qat", 3)} if qat else None
+        q = Qat.of({"epochs": epochs.qat}) if qat else None
         parts = [f"f{int(round(float(flops) * 100))}" if f else "",
                  ("p24" if prune == "2:4" else f"p{int(round(float(prune) * 100))}") if p else "",
                  f"c{clusters}" if c else "", "qat" if q else "", mode]
@@ -103,8 +122,12 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
           eval=None, grid: str | Path | None = None, out: str | Path = "sweep-out", jobs: int = 1,
           threads: list[int] | None = None, runs: int = 100, warmup: int = 10, budgets: list | None = None,
           known_hosts=None, accept_new_host: bool = False, log=None, max_drop: float | None = None,
-          include_over_budget: bool = False, include_emulated: bool = False) -> SweepResult:
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+          include_over_budget: bool = False, include_emulated: bool = False, executor: str = "local",
+          ray=None) -> SweepResult:
+    """The whole loop for one model.  `executor` "local" converts in this process (or `jobs` processes, one per
+    device); "ray" submits every (device, recipe prefix) to a Ray cluster (`ray`: a sweep_ray.RayOptions) and
+    profiles each device as soon as its variants are back."""
+    log = log or logging.getLogger("edgekit.sweep").info
     out = Path(out)
     profiles = [load_profile(d) for d in devices]
     g = load_grid(grid)
@@ -113,36 +136,56 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
         log(f"[sweep] {name}: {len(rs)} variants: {', '.join(r.name for r in rs)}")
     from .remote.inventory import local_board
     boards = boards or [local_board()]
+    from .profiling.api import profile
+    from .profiling.jobs import Settings
+    from .profiling.scheduler import Options
+    store_path = out / "edgekit.db"
+
+    def measure(paths: list[Path]):
+        return profile(paths, boards, threads=threads, settings=Settings(warmup=warmup, runs=runs),
+                       options=Options(store=str(store_path), known_hosts=known_hosts,
+                                       accept_new_host=accept_new_host))
     t0 = time.perf_counter()
-    manifests = {}
-    if jobs > 1 and len(profiles) > 1:
-        # Each device is an independent, picklable job: a cluster engine (Ray, Dask, a batch queue) can take this
-        # executor's place by submitting the same function with the same arguments.
-        import multiprocessing
-        # spawn, not fork: a forked child of a process that touched TensorFlow can deadlock
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {p.name: pool.submit(_convert_one, str(model), p.name, plan[p.name], train, calibration, eval,
-                                           out / p.name, max_drop) for p in profiles}
-            manifests = {name: f.result() for name, f in futures.items()}
+    manifests: dict = {}
+    recipe_failures: list[tuple[str, dict]] = []
+    if executor == "ray":
+        # each device is profiled as soon as its variants are back, while the cluster converts the rest
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .sweep_ray import RayOptions, convert_on_ray
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-profile") as boards_pool:
+            futures = []
+
+            def on_device(device: str, manifest) -> None:
+                futures.append(boards_pool.submit(measure, [out / device / v.path for v in manifest.variants]))
+            results = convert_on_ray(model, plan, train=train, calibration=calibration, eval=eval, out=out,
+                                     max_drop=max_drop, options=ray or RayOptions(), on_device=on_device, log=log)
+            measured = [f.result() for f in futures]
+        manifests = {d: r.manifest for d, r in results.items() if r.manifest is not None}
+        recipe_failures = [(d, f) for d, r in results.items() for f in r.failed]
     else:
-        for p in profiles:
-            manifests[p.name] = _convert_one(model, p.name, plan[p.name], train, calibration, eval, out / p.name,
-                                             max_drop)
-    log(f"[sweep] converted in {time.perf_counter() - t0:.1f} s")
-    recipe_failures = [(d, f) for d, m in manifests.items() for f in m.failed]
+        if executor != "local":
+            raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+        if jobs > 1 and len(profiles) > 1:
+            import multiprocessing
+            # spawn, not fork: a forked child of a process that touched TensorFlow can deadlock
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futs = {p.name: pool.submit(_convert_one, str(model), p.name, plan[p.name], train, calibration,
+                                            eval, out / p.name, max_drop) for p in profiles}
+                manifests = {name: f.result() for name, f in futs.items()}
+        else:
+            for p in profiles:
+                manifests[p.name] = _convert_one(model, p.name, plan[p.name], train, calibration, eval,
+                                                 out / p.name, max_drop)
+        log(f"[sweep] converted in {time.perf_counter() - t0:.1f} s")
+        recipe_failures = [(d, f) for d, m in manifests.items() for f in m.failed]
+        measured = [measure([out / d / v.path for d, m in manifests.items() for v in m.variants])]
     for d, f in recipe_failures:
         log(f"[sweep] {d}: recipe {f['recipe']} failed: {f['error']}")
-
-    from .profiling.jobs import Settings, build_jobs, model_ref
-    from .profiling.scheduler import Options, run_profile
-    from .profiling.progress import Progress
-    store_path = out / "edgekit.db"
-    refs = [model_ref(out / d / v.path) for d, m in manifests.items() for v in m.variants]
-    per_board = build_jobs(refs, boards, threads, 1, Settings(warmup=warmup, runs=runs))
-    progress = Progress(sum(len(j) for j in per_board.values()))
-    rows = run_profile(per_board, Options(store=str(store_path), known_hosts=known_hosts,
-                                          accept_new_host=accept_new_host), progress.event)
-    progress.close()
+    if not manifests:
+        raise OptimizationError("no device got any variant built" + (
+            f"; first failure: {recipe_failures[0][0]} {recipe_failures[0][1]['recipe']}: "
+            f"{recipe_failures[0][1]['error']}" if recipe_failures else ""))
 
     from .select import Budget, select
     from .store import Store
@@ -160,7 +203,6 @@ def sweep(model: str | Path, devices: list[str], *, boards: list | None = None, 
                 decisions.append((d, b.name, budget, dec))
     from .report import write_report
     report, _ = write_report(store, out / "report")
-    failed = sum(1 for r in rows if r["status"] != "ok")
-    return SweepResult(manifests=manifests, measurements=len(rows),
-                       failed=failed + len(progress.board_errors) + len(recipe_failures),
+    return SweepResult(manifests=manifests, measurements=sum(len(m.rows) for m in measured),
+                       failed=sum(len(m.failed) + len(m.board_errors) for m in measured) + len(recipe_failures),
                        decisions=decisions, report=report)

@@ -62,4 +62,4 @@ def accuracy(model_bytes: bytes, data: Dataset) -> float:
     from ._quiet import captured_stderr
     with captured_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
         pred = predict(model_bytes, data.x)
-    return float(np.mean(pred.reshape(pred.shape[0], -1).argmax(axis=1) == class_indices(data.y)))
+    return float(np.mean(pred.reshape(pred.shape[0], -1).argmax(axis=1) == class_indices(data.labels)))

@@ -29,7 +29,7 @@ def test_file_that_is_not_a_model(tmp_path, name, content):
 def test_keras3_model_converts_directly(tmp_path):
     path = tmp_path / "k3.keras"
     code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None); import keras;"
-            "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]); m.save(r'%s')" % path)
+            f"m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]); m.save(r'{path}')")
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
     proc = convert(path, tmp_path / "o", "--device", "local", "--recipe", "fp32", "--json")

@@ -5,7 +5,7 @@ from conftest import run_cli
 
 
 def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
-    manifest, out = rpi4_manifest
+    manifest, _out = rpi4_manifest
     v = manifest.variant("pruned-int8")
     (prune,) = [s for s in v.steps if s["step"] == "prune"]
     search = prune["search"]

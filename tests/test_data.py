@@ -28,7 +28,7 @@ def test_npz_errors(tmp_path):
     with pytest.raises(DataError, match="3 samples but 'y' has 2"):
         load_data(tmp_path / "mismatch.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="cannot read as .npz"):
+    with pytest.raises(DataError, match=r"cannot read as \.npz"):
         load_data(tmp_path / "junk.npz")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="one sub-folder per class"):

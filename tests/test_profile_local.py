@@ -169,9 +169,9 @@ def test_board_lock_serialises_two_processes_worth_of_jobs(tmp_path):
     from edgekit.profiling.scheduler import BoardLock
     stop, events = threading.Event(), []
     first = BoardLock("pi", str(tmp_path), 5, stop, events.append).__enter__()
-    with pytest.raises(RemoteError, match="still locked by another edgekit"):
-        with BoardLock("pi", str(tmp_path), 0.5, stop, events.append):
-            pass
+    with pytest.raises(RemoteError, match="still locked by another edgekit"), \
+            BoardLock("pi", str(tmp_path), 0.5, stop, events.append):
+        pass
     assert events and events[0]["event"] == "waiting"
     threading.Timer(0.5, lambda: first.__exit__(None, None, None)).start()
     t0 = time.monotonic()

@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -228,7 +227,7 @@ def test_board_killed_mid_run_is_recorded_and_resumed(tmp_path, models):
             time.sleep(0.1)
         time.sleep(0.8)
         b1.kill()
-        out, err = p.communicate(timeout=120)
+        _out, err = p.communicate(timeout=120)
         assert p.returncode == 2, err
         assert "Traceback" not in err
         store = Store(tmp_path / "s.db")

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,7 +63,7 @@ def profiled(rpi4_manifest, tmp_path_factory):
 
 
 def test_select_end_to_end_with_plot_and_json(profiled, tmp_path):
-    store, out = profiled
+    store, _out = profiled
     plot = tmp_path / "front.png"
     proc = run_cli("select", "--board", "local", "--store", store, "--plot", plot, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -100,10 +101,10 @@ def test_report_is_self_contained_and_renders_in_chromium(profiled, tmp_path):
     proc = run_cli("report", "--store", store, "--out", tmp_path / "rep", "--json")
     assert proc.returncode == 0, proc.stderr
     paths = json.loads(proc.stdout)
-    page = open(paths["html"]).read()
+    page = Path(paths["html"]).read_text()
     assert "data:image/png;base64," in page and "Chosen:" in page and "Fingerprint" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must not load anything from a network"
-    md = open(paths["markdown"]).read()
+    md = Path(paths["markdown"]).read_text()
     assert md.startswith("# edgekit report") and "## Board local" in md and "## Variants" in md
     chromium = shutil.which("chromium")
     if chromium is None:

@@ -14,12 +14,12 @@ def test_grid_respects_device_rules():
     assert {"float32", "int8", "qat-int8", "p90-c32-qat-int8", "p24-c16-int8", "p75-float16"} <= names
     assert not any(r.qat and r.mode != "int8" for r in rpi4)
     by = {r.name: r for r in rpi4}
-    assert by["p90-c32-qat-int8"].qat_scheme == "PCQAT" and by["p24-int8"].prune["structure"] == "2:4"
+    assert by["p90-c32-qat-int8"].qat_scheme == "PCQAT" and by["p24-int8"].prune.structure == "2:4"
     coral = grid_recipes(DEFAULT_GRID, load_profile("coral-usb"))
     assert coral and all(r.mode == "int8" and r.post == ("edgetpu_compile",) for r in coral)
     f50 = by["f50-p75-c16-qat-int8"]  # filter pruning first, then the rest, at the device's channel tile
-    assert f50.steps == ("filters", "prune", "cluster", "qat") and f50.filters["target_flops"] == 0.5
-    assert f50.filters["channel_multiple"] == "device" and not by["int8"].filters
+    assert f50.steps == ("filters", "prune", "cluster", "qat") and f50.filters.target_flops == 0.5
+    assert f50.filters.channel_multiple == "device" and not by["int8"].filters
 
 
 def test_bad_grid_file(tmp_path):

@@ -9,9 +9,10 @@ Everything comes from the registries at run time: the arm64 packages from Debian
 then `dpkg-deb -x`: nothing is configured or run as root inside), the runtimes with `pip download --platform`.
 Needs Debian's `debootstrap` and `qemu-user-static` (`make sshd` installs them); no binfmt_misc registration.
 
-The emulated CPU is the Pi 4's Cortex-A72 (`-cpu cortex-a72`), not qemu's default `max`: `max` advertises SME,
-and XNNPACK in ai-edge-litert >= 2.1 then picks SME int8 kernels that give wrong outputs under qemu 7.2 (argmax 4
-instead of 7 on the digits model; `max,sme=off` and every real core model agree with x86).  A Pi 4 has no SME.
+The emulated CPU is the Pi 4's Cortex-A72 (`-cpu cortex-a72`), not qemu's default `max`: `max` advertises SME, and
+XNNPACK in ai-edge-litert 2.1.6-2.3.0 (2.1.0 is fine) then picks SME int8 kernels that give wrong outputs under qemu
+7.2 (argmax 4 instead of 7 on the digits model; `max,sme=off` and every real core model agree with x86). A Pi 4 has
+no SME.
 
 The userland's /proc/cpuinfo is a file of ours describing four Cortex-A72 cores (a Pi 4): qemu-user otherwise shows
 the guest the host's x86 /proc/cpuinfo, on which the cpuinfo library inside ai-edge-litert >= 2.2 crashes

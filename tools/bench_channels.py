@@ -50,7 +50,7 @@ def main():
     rng = np.random.default_rng(0)
     cases = [("out", 64, c) for c in OUT] + [("in", c, 64) for c in IN]
     refs = {}
-    for which, cin, cout in cases:
+    for _which, cin, cout in cases:
         path = work / f"conv_{cin}_{cout}.tflite"
         if not path.exists():
             cal = Dataset(rng.random((16, args.size, args.size, cin), dtype=np.float32), None, "random")

@@ -3,16 +3,15 @@
 
     python tools/bench_compress.py [--only digits,residual,wide] [--runs 300] [--rounds 7]
 
-Models: the digits CNN (8x8), `residual` (BatchNorm + depthwise + residual blocks, width 32, 32x32 input) and
-`wide` (the same blocks, width 128, 16x16 input).  Per model: uniform vs sensitivity allocation vs sensitivity +
-distillation at 80% and 90% sparsity (+16 clusters + PCQAT, int8): accuracy drop and gzip ratio against the
-float32 .tflite; and structured filter pruning to 50% of the MACs (int8, fine-tuned on the labels, and with
-distillation): accuracy drop, MACs, and latency against the unpruned int8 model measured on the `local` board.  Filter pruning keeps channel counts at multiples
-of the `local` profile's int8 kernel tile (`channel_multiple: auto`, 64 on a CPU with AMX); `digits` and
-`residual` have no channel group wider than 64 (only 16-64 channels), so on such a CPU they are pruned at a tile
-of 8 instead (what an ARM board's kernels use) and the table shows what that buys here.
-Goals: >= 8x gzip at <= 1.0 point drop; filter-pruned int8 >= 1.5x faster at <= 1.5 points drop.
-"""
+Models: the digits CNN (8x8), `residual` (BatchNorm + depthwise + residual blocks, width 32, 32x32 input) and `wide`
+(the same blocks, width 128, 16x16 input). Per model: uniform vs sensitivity allocation vs sensitivity +
+distillation at 80% and 90% sparsity (+16 clusters + PCQAT, int8): accuracy drop and gzip ratio against the float32
+.tflite; and structured filter pruning to 50% of the MACs (int8, fine-tuned on the labels, and with distillation):
+accuracy drop, MACs, and latency against the unpruned int8 model measured on the `local` board. Filter pruning keeps
+channel counts at multiples of the `local` profile's int8 kernel tile (`channel_multiple: auto`, 64 on a CPU with
+AMX); `digits` and `residual` have no channel group wider than 64 (only 16-64 channels), so on such a CPU they are
+pruned at a tile of 8 instead (what an ARM board's kernels use) and the table shows what that buys here. Goals: >=
+8x gzip at <= 1.0 point drop; filter-pruned int8 >= 1.5x faster at <= 1.5 points drop."""
 from __future__ import annotations
 
 import argparse
@@ -27,19 +26,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def recipes(tile):
+    from edgekit.optimize.steps import Cluster, Distill, Filters, Prune, Qat
     from edgekit.profiles import Recipe
     out = [Recipe("fp32", "reference", "float32", "float32"), Recipe("int8", "reference", "int8", "int8")]
-    distill = {"temperature": 4.0, "alpha": 0.3}
+    distill = Distill.of({"temperature": 4.0, "alpha": 0.3})
     for target in (0.8, 0.9):
         for label, alloc, dist in (("uniform", "uniform", None), ("sensitivity", "sensitivity", None),
                                    ("sens+distill", "sensitivity", distill)):
             out.append(Recipe(f"{label}-{int(target * 100)}", label, "int8", "int8",
-                              prune={"target": target, "allocation": alloc, "schedule": "polynomial", "epochs": 4},
-                              cluster={"clusters": 16, "init": "kmeans++", "epochs": 3}, qat={"epochs": 3},
+                              prune=Prune.of({"target": target, "allocation": alloc, "schedule": "polynomial",
+                                              "epochs": 4}),
+                              cluster=Cluster.of({"clusters": 16, "init": "kmeans++", "epochs": 3}),
+                              qat=Qat.of({"epochs": 3}),
                               distill=dist))
     for label, dist in (("filters-50", None), ("filters+distill-50", distill)):
         out.append(Recipe(label, "filters", "int8", "int8", distill=dist,
-                          filters={"structure": "filters", "target_flops": 0.5, "epochs": 8, "channel_multiple": tile}))
+                          filters=Filters.of({"structure": "filters", "target_flops": 0.5, "epochs": 8,
+                                              "channel_multiple": tile})))
     return out
 
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def rss_mb() -> float:
 
 
 class Step:
-    rows: list = []
+    rows: typing.ClassVar[list] = []
 
     def __init__(self, model: str, name: str):
         self.model, self.name, self.peak, self.done = model, name, 0.0, False
@@ -49,7 +50,8 @@ class Step:
         secs = time.perf_counter() - self.t0
         self.done = True
         self.t.join()
-        self.rows.append((self.model, self.name, secs, self.start_rss, max(self.peak, rss_mb()), getattr(self, "note", "")))
+        self.rows.append((self.model, self.name, secs, self.start_rss, max(self.peak, rss_mb()),
+                          getattr(self, "note", "")))
 
 
 def bench_digits():

@@ -131,7 +131,7 @@ def main():
         ratios = []
         for _ in range(args.rounds):
             t1, _ = edgekit([*m, "--board", "pi1", *job, *common], work)
-            t2, o2 = edgekit([*m, "--board", "pi1", "--board", "pi2", *job, *common], work)
+            t2, _o2 = edgekit([*m, "--board", "pi1", "--board", "pi2", *job, *common], work)
             ratios.append(2 * t1 / t2)
         rows.append([f"{len(m)} models x 1 board, wall", f"{t1:.2f} s", ""])
         rows.append([f"{len(m)} models x 2 boards, wall", f"{t2:.2f} s", ""])
@@ -141,7 +141,8 @@ def main():
         b2.kill()
     from edgekit.report_text import table
     print(table(["measure", "value", "goal"], rows, "lrr"))
-    print(f"\nrounds: {args.rounds}; machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}"
+    nproc = subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()
+    print(f"\nrounds: {args.rounds}; machine: {nproc}"
           " cores, shared and noisy: compare ratios from one run")
 
 

@@ -84,7 +84,7 @@ def main():
             outer.append(time.perf_counter() - t0)
             if p.returncode != 0:
                 raise SystemExit(p.stderr)
-            wall_line = [ln for ln in p.stderr.splitlines() if ln.startswith("WALL")][0].split()
+            wall_line = next(ln for ln in p.stderr.splitlines() if ln.startswith("WALL")).split()
             inner.append(float(wall_line[1]))
             tf.add(wall_line[3])
         rows.append([label, f"{statistics.median(inner):.3f}", f"{statistics.median(outer):.3f}", ",".join(tf)])

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import zoo  # noqa: E402
+import zoo
 
 
 def build(name: str, size: int, epochs: int, keras3: bool, folder: Path) -> Path:

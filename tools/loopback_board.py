@@ -79,7 +79,7 @@ class LoopbackBoard:
             "MaxStartups 50", "MaxSessions 50", ""]))
         return cfg
 
-    def start(self, timeout: float = 10.0) -> "LoopbackBoard":
+    def start(self, timeout: float = 10.0) -> LoopbackBoard:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         cfg = self.write_config()
         self.proc = subprocess.Popen([SSHD, "-D", "-f", str(cfg), "-E", str(self.root / "sshd.log")])

@@ -17,10 +17,6 @@ def _max_sparsity_within(xs, drops, tolerance) -> float:
     return float(ok.max()) if ok.size else 0.0
 
 
-def uniform(sensitivity: dict, target: float) -> dict:
-    return {name: target for name in sensitivity["layers"]}
-
-
 def by_sensitivity(sensitivity: dict, target: float) -> dict:
     """{layer: sparsity} reaching `target` of all prunable weights with the smallest worst per-layer drop."""
     layers = sensitivity["layers"]

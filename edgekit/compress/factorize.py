@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import rebuild
+from ..layers import kind_of
 
 
 def _rank(s: np.ndarray, energy: float | None, rank: int | None) -> int:
-    if rank:
-        return int(min(rank, len(s)))
+    if rank or energy is None:
+        return int(min(rank or len(s), len(s)))
     cum = np.cumsum(s ** 2) / np.sum(s ** 2)
     return int(np.searchsorted(cum, energy) + 1)
 
@@ -22,7 +23,7 @@ def factorize(model, energy: float | None = 0.9, rank: int | None = None, min_pa
     out_names = {t._keras_history.layer.name for t in model.outputs}
 
     def replace(layer, ins):
-        kind = type(layer).__name__
+        kind = kind_of(layer)
         w = layer.get_weights()
         if not w or layer.name in out_names:
             return None

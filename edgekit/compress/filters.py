@@ -3,11 +3,14 @@ model.  Channels joined by a residual Add are pruned together; BatchNormalizatio
 Flatten and Concatenate follow their inputs; model outputs and anything we cannot follow (Reshape, ...) are kept."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import OptimizationError
 from .flops import count
 from .graph import copy_layer, functional_layers, inbound, rebuild
+from ..layers import kind_of
 
 SOURCES = ("Conv2D", "Dense")
 FOLLOW = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "Dropout", "MaxPooling2D",
@@ -15,6 +18,32 @@ FOLLOW = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "Dro
           "SpatialDropout2D")
 MERGE = ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average")
 MIN_CHANNELS = 2
+
+
+@dataclass(frozen=True)
+class Segments:
+    """What a tensor's channels (last axis) are made of: consecutive runs, each `(group, count)` owned by one channel
+    group (the layer whose filters they are, merged with the layers a residual Add ties them to)."""
+    runs: tuple[tuple[str, int], ...]
+
+    @property
+    def channels(self) -> int:
+        return sum(n for _, n in self.runs)
+
+
+@dataclass(frozen=True)
+class Flat:
+    """A Flatten of `inner`: `spatial` positions one after another, each holding inner's channels."""
+    spatial: int
+    inner: Segments
+
+
+Spec = Segments | Flat
+
+
+def _own(groups: _Groups, name: str, n: int, frozen: bool = False) -> Segments:
+    """A new group of `n` channels for this tensor alone."""
+    return Segments(((groups.new(name, n, frozen=frozen), n),))
 
 
 class _Groups:
@@ -41,30 +70,27 @@ class _Groups:
             if rb in self.frozen:
                 self.frozen.add(ra)
 
-    def freeze(self, spec):
-        for g in _spec_groups(spec):
+    def freeze(self, spec: Spec) -> None:
+        """Channels this tensor carries cannot be pruned (an output, or a layer we cannot follow reads them)."""
+        for g, _ in (spec.inner if isinstance(spec, Flat) else spec).runs:
             self.frozen.add(self.find(g))
 
 
-def _spec_groups(spec):
-    if spec[0] == "flat":
-        return _spec_groups(spec[2])
-    return [g for g, _ in spec[1]]
-
-
-def analyse(model):
+def analyse(model) -> tuple[list, _Groups, dict[str, Spec], dict[str, list[Spec]]]:
     """Channel specs of every layer output and the channel groups."""
     layers = functional_layers(model)
-    groups, spec_of, input_spec = _Groups(), {}, {}
+    groups = _Groups()
+    spec_of: dict[str, Spec] = {}  # layer -> what its output's channels are
+    input_spec: dict[str, list[Spec]] = {}  # layer -> what its inputs' channels are
     out_names = {t._keras_history.layer.name for t in model.outputs}
     for layer in layers:
-        kind = type(layer).__name__
+        kind = kind_of(layer)
         parents = inbound(layer)
         specs = [spec_of[p.name] for p in parents]
         input_spec[layer.name] = specs
         if not parents:  # InputLayer
             c = int(layer.get_config()["batch_input_shape"][-1])
-            spec_of[layer.name] = ("seg", [(groups.new(layer.name, c, frozen=True), c)])
+            spec_of[layer.name] = _own(groups, layer.name, c, frozen=True)
         elif kind in SOURCES:
             n = layer.filters if kind == "Conv2D" else layer.units
             groups.new(layer.name, n, frozen=layer.name in out_names)
@@ -72,36 +98,34 @@ def analyse(model):
             if kind == "Conv2D" and getattr(layer, "groups", 1) != 1:
                 groups.freeze(specs[0])
                 groups.frozen.add(layer.name)
-            spec_of[layer.name] = ("seg", [(layer.name, n)])
+            spec_of[layer.name] = Segments(((layer.name, n),))
         elif kind in FOLLOW:
             if kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
                 groups.freeze(specs[0])
-                n = int(layer.output_shape[-1])
-                spec_of[layer.name] = ("seg", [(groups.new(layer.name, n, frozen=True), n)])
+                spec_of[layer.name] = _own(groups, layer.name, int(layer.output_shape[-1]), frozen=True)
             else:
                 spec_of[layer.name] = specs[0]
         elif kind in MERGE:
-            if all(s[0] == "seg" and len(s[1]) == 1 for s in specs):
-                for s in specs[1:]:
-                    groups.union(specs[0][1][0][0], s[1][0][0])
+            heads = [s.runs[0][0] for s in specs if isinstance(s, Segments) and len(s.runs) == 1]
+            if len(heads) == len(specs):  # each input one group: tie them (pruned together)
+                for g in heads[1:]:
+                    groups.union(heads[0], g)
                 spec_of[layer.name] = specs[0]
             else:
                 for s in specs:
                     groups.freeze(s)
-                n = int(layer.output_shape[-1])
-                spec_of[layer.name] = ("seg", [(groups.new(layer.name, n, frozen=True), n)])
+                spec_of[layer.name] = _own(groups, layer.name, int(layer.output_shape[-1]), frozen=True)
         elif kind == "Concatenate" and layer.axis in (-1, len(layer.output_shape) - 1) and \
-                all(s[0] == "seg" for s in specs):
-            spec_of[layer.name] = ("seg", [seg for s in specs for seg in s[1]])
-        elif kind == "Flatten" and specs[0][0] == "seg":
-            spatial = int(np.prod(layer.input_shape[1:-1]))
-            spec_of[layer.name] = ("flat", spatial, specs[0])
+                all(isinstance(s, Segments) for s in specs):
+            spec_of[layer.name] = Segments(tuple(run for s in specs if isinstance(s, Segments) for run in s.runs))
+        elif kind == "Flatten" and isinstance(specs[0], Segments):
+            spec_of[layer.name] = Flat(int(np.prod(layer.input_shape[1:-1])), specs[0])
         else:
             for s in specs:
                 groups.freeze(s)
             shape = layer.output_shape
-            n = int(shape[-1]) if not isinstance(shape, list) else 0
-            spec_of[layer.name] = ("seg", [(groups.new(layer.name, n, frozen=True), n)])
+            spec_of[layer.name] = _own(groups, layer.name, int(shape[-1]) if not isinstance(shape, list) else 0,
+                                       frozen=True)
         if layer.name in out_names:
             groups.freeze(spec_of[layer.name])
     return layers, groups, spec_of, input_spec
@@ -109,7 +133,7 @@ def analyse(model):
 
 def _importance(model, groups) -> dict:
     """Per group root: each channel's summed, per-layer-normalised L1 filter norm."""
-    imp = {}
+    imp: dict = {}
     for layer_name in [m for ms in groups.members.values() for m in ms]:
         k = model.get_layer(layer_name).get_weights()[0]
         norms = np.abs(k).reshape(-1, k.shape[-1]).sum(axis=0)
@@ -119,15 +143,13 @@ def _importance(model, groups) -> dict:
     return imp
 
 
-def _kept(spec, keep: dict, groups) -> np.ndarray:
+def _kept(spec: Spec, keep: dict, groups: _Groups) -> np.ndarray:
     """Original channel indices that survive, for a tensor with this spec."""
-    if spec[0] == "flat":
-        _, spatial, inner = spec
-        c = sum(n for _, n in inner[1])
-        k = _kept(inner, keep, groups)
-        return (np.arange(spatial)[:, None] * c + k[None, :]).reshape(-1)
+    if isinstance(spec, Flat):
+        k = _kept(spec.inner, keep, groups)
+        return (np.arange(spec.spatial)[:, None] * spec.inner.channels + k[None, :]).reshape(-1)
     out, offset = [], 0
-    for g, n in spec[1]:
+    for g, n in spec.runs:
         root = groups.find(g)
         out.append(offset + (keep[root] if root in keep else np.arange(n)))
         offset += n
@@ -169,13 +191,13 @@ def prune_filters(model, fractions: dict | float, layer_weights: dict | None = N
     `fractions` is one number or {group root: fraction}; `layer_weights` scales a layer's group fraction;
     `multiple` keeps channel counts at multiples of the target's kernel tile; `counts` ({group root: channels
     kept}) overrides all of that."""
-    layers, groups, spec_of, input_spec = analyse(model)
+    _layers, groups, _spec_of, input_spec = analyse(model)
     imp = _importance(model, groups)
     counts = counts or {r: k for r, (k, _) in _counts(groups, imp, fractions, layer_weights, multiple).items()}
     keep = {root: np.sort(np.argsort(-imp[root], kind="stable")[:k]) for root, k in counts.items()}
 
     def replace(layer, ins):
-        kind = type(layer).__name__
+        kind = kind_of(layer)
         if kind not in SOURCES + ("BatchNormalization", "DepthwiseConv2D"):
             return None
         w = layer.get_weights()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from ..layers import kind_of
 
 
 def _prod(shape) -> int:
@@ -15,7 +16,7 @@ def _up(n: int, multiple: int) -> int:
 def layer_macs(layer, multiple: int = 1) -> int:
     """MACs of one layer; with `multiple` > 1, channel counts are first rounded up to it (the work a kernel that
     computes channels in tiles of `multiple` really does)."""
-    kind = type(layer).__name__
+    kind = kind_of(layer)
     try:
         out_shape = layer.output_shape
     except AttributeError:
@@ -45,7 +46,7 @@ def count(model, multiple: int = 1) -> dict:
     `multiple` > 1 also "effective_macs" (channels rounded up to the kernel tile)."""
     per = []
     for layer in model.layers:
-        row = {"name": layer.name, "type": type(layer).__name__, "macs": layer_macs(layer),
+        row = {"name": layer.name, "type": kind_of(layer), "macs": layer_macs(layer),
                "params": int(layer.count_params())}
         if multiple > 1:
             row["effective_macs"] = layer_macs(layer, multiple)

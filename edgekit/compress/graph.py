@@ -1,7 +1,7 @@
 """Walk and rebuild a tf_keras Sequential/functional model layer by layer (single-output layers, no nesting)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import OptimizationError
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Dataset, class_indices
+from ..layers import kind_of
 
 PRUNABLE = ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D")
 DEFAULT_SPARSITIES = (0.3, 0.5, 0.7, 0.9)
@@ -18,7 +19,7 @@ def prunable_layers(model, method: str) -> list:
     out_names = {t._keras_history.layer.name for t in model.outputs}
     layers = []
     for layer in model.layers:
-        kind = type(layer).__name__
+        kind = kind_of(layer)
         if kind not in PRUNABLE or not layer.get_weights():
             continue
         if method == "filter" and (kind not in ("Conv2D", "Dense") or layer.name in out_names):
@@ -29,7 +30,7 @@ def prunable_layers(model, method: str) -> list:
 
 def accuracy_of(model, data: Dataset) -> float:
     pred = model.predict(data.x, batch_size=512, verbose=0)
-    return float((pred.reshape(len(pred), -1).argmax(axis=1) == class_indices(data.y)).mean())
+    return float((pred.reshape(len(pred), -1).argmax(axis=1) == class_indices(data.labels)).mean())
 
 
 def _pruned(weights: list, sparsity: float, method: str) -> list:
@@ -79,7 +80,7 @@ def analyse(model, data: Dataset, sparsities=DEFAULT_SPARSITIES, method: str = "
             layer.set_weights(_pruned(original, s, method))
             accs.append(accuracy_of(model, data))
         layer.set_weights(original)
-        layers[layer.name] = {"type": type(layer).__name__, "params": int(original[0].size), "accuracy": accs}
+        layers[layer.name] = {"type": kind_of(layer), "params": int(original[0].size), "accuracy": accs}
     result = {"baseline": base, "method": method, "sparsities": list(sparsities), "layers": layers,
               "cache_key": key}
     path.parent.mkdir(parents=True, exist_ok=True)

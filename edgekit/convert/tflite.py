@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import Dataset
+from ..data import CALIBRATION_SAMPLES, Dataset
 from ..errors import ConversionError
-
-CALIBRATION_SAMPLES = 200
 
 
 def representative_dataset(data: Dataset, n: int = CALIBRATION_SAMPLES):

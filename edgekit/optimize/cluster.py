@@ -5,7 +5,9 @@ import numpy as np
 
 from ..data import Dataset
 from ..errors import OptimizationError
+from .steps import Cluster
 from .train import fine_tune, outputs_probabilities
+from ..layers import kind_of
 
 _INIT = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
 
@@ -16,16 +18,19 @@ CLUSTERABLE = ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose"
 def _eligible(layer, clusters: int) -> bool:
     """Layers with more non-zero weights than clusters (k-means++ needs that many points; a layer pruned to a
     handful of weights is left as it is)."""
-    if type(layer).__name__ not in CLUSTERABLE or not layer.get_weights():
+    if kind_of(layer) not in CLUSTERABLE or not layer.get_weights():
+        return False
+    from tensorflow_model_optimization.python.core.clustering.keras.clustering_registry import ClusteringRegistry
+    if not ClusteringRegistry.supports(layer):  # TF-MOT matches exact classes: a subclass is left as it is
         return False
     return int(np.count_nonzero(layer.get_weights()[0])) > 2 * clusters
 
 
-def _wrap(model, cfg: dict, preserve_sparsity: bool):
+def _wrap(model, cfg: Cluster, preserve_sparsity: bool):
     from .._tf import keras, tfmot
     cl = tfmot.clustering.keras
-    init = getattr(cl.CentroidInitialization, _INIT[cfg.get("init", "kmeans++")])
-    n = int(cfg["clusters"])
+    init = getattr(cl.CentroidInitialization, _INIT[cfg.init])
+    n = int(cfg.clusters)
     if not any(_eligible(layer, n) for layer in model.layers):
         raise OptimizationError(f"clustering to {n} centroids: no layer has enough non-zero weights")
 
@@ -43,17 +48,17 @@ def _wrap(model, cfg: dict, preserve_sparsity: bool):
     return wrapped
 
 
-def preflight(model, cfg: dict, preserve_sparsity: bool) -> None:
+def preflight(model, cfg: Cluster, preserve_sparsity: bool) -> None:
     from ..modelio import clone
-    _wrap(clone(model), {**cfg, "clusters": 16} if cfg.get("clusters") == "auto" else cfg, preserve_sparsity)
+    _wrap(clone(model), cfg.with_(clusters=16) if cfg.clusters == "auto" else cfg, preserve_sparsity)
 
 
-def cluster(model, cfg: dict, data: Dataset, preserve_sparsity: bool, teacher=None, distill=None):
+def cluster(model, cfg: Cluster, data: Dataset, preserve_sparsity: bool, teacher=None, distill=None):
     """Return (a clustered, stripped copy of `model`, details)."""
     from .._tf import tfmot
     from ..modelio import clone
     wrapped = _wrap(clone(model), cfg, preserve_sparsity)
-    fit = fine_tune(wrapped, data, epochs=int(cfg.get("epochs", 3)), lr=1e-4,
+    fit = fine_tune(wrapped, data, epochs=cfg.epochs, lr=1e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     return tfmot.clustering.keras.strip_clustering(wrapped), {"fit": fit}
 
@@ -61,14 +66,14 @@ def cluster(model, cfg: dict, data: Dataset, preserve_sparsity: bool, teacher=No
 AUTO_CLUSTERS = (4, 8, 16, 32, 64)  # fewest (strongest) first
 
 
-def cluster_auto(model, cfg: dict, fit: Dataset, val: Dataset, preserve_sparsity: bool, max_drop: float,
+def cluster_auto(model, cfg: Cluster, fit: Dataset, val: Dataset, preserve_sparsity: bool, max_drop: float,
                  reference: float, teacher=None, distill=None):
     """The fewest clusters of AUTO_CLUSTERS within the budget on `val` against `reference` (the original model's
     validation accuracy, so earlier steps' losses count)."""
     from ..compress.sensitivity import accuracy_of
     from .search import strongest
     n, clustered, details, trace = strongest(
-        AUTO_CLUSTERS, lambda k: cluster(model, {**cfg, "clusters": k}, fit, preserve_sparsity, teacher=teacher,
+        AUTO_CLUSTERS, lambda k: cluster(model, cfg.with_(clusters=k), fit, preserve_sparsity, teacher=teacher,
                                          distill=distill),
         lambda m: accuracy_of(m, val), reference, max_drop, "clusters")
     trace["validation_samples"] = len(val)

@@ -3,26 +3,27 @@ from __future__ import annotations
 
 from ..data import Dataset
 from ..errors import OptimizationError
+from .steps import Prune
 from .train import fine_tune, outputs_probabilities, steps_per_epoch
 
 
-def _schedule(cfg: dict, target: float, steps: int):
+def _schedule(cfg: Prune, target: float, steps: int):
     from .._tf import tfmot
     sparsity = tfmot.sparsity.keras
-    epochs = int(cfg.get("epochs", 4))
+    epochs = cfg.epochs
     freq = max(1, steps // 4)
-    if cfg.get("schedule", "polynomial") == "constant":
+    if cfg.schedule == "constant":
         return sparsity.ConstantSparsity(target, begin_step=0, frequency=freq)
     return sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target, begin_step=0,
                                     end_step=max(1, int(steps * epochs * 0.75)), frequency=freq)
 
 
-def _wrap(model, cfg: dict, steps: int, allocation: dict | None = None):
+def _wrap(model, cfg: Prune, steps: int, allocation: dict | None = None):
     """Wrap the prunable layers only; returns (wrapped model, {layer left as it is: why})."""
     from .._tf import keras, tfmot
     from .support import prune_skip_reason, skipped_layers
     sparsity = tfmot.sparsity.keras
-    m_by_n = cfg.get("structure") == "2:4"
+    m_by_n = cfg.structure == "2:4"
     skipped = skipped_layers(model, lambda layer: prune_skip_reason(layer, m_by_n))
     wanted = {layer.name for layer in model.layers if layer.name not in skipped}
     if not wanted:
@@ -36,7 +37,7 @@ def _wrap(model, cfg: dict, steps: int, allocation: dict | None = None):
             return sparsity.prune_low_magnitude(
                 layer, pruning_schedule=sparsity.ConstantSparsity(0.5, begin_step=0, frequency=max(1, steps // 4)),
                 sparsity_m_by_n=(2, 4))
-        s = float(cfg["target"]) if allocation is None else allocation.get(layer.name, 0.0)
+        s = float(cfg.target or 0) if allocation is None else allocation.get(layer.name, 0.0)
         return sparsity.prune_low_magnitude(layer, pruning_schedule=_schedule(cfg, s, steps)) if s > 0 else layer
     try:
         return keras.models.clone_model(model, clone_function=per_layer), skipped
@@ -44,26 +45,26 @@ def _wrap(model, cfg: dict, steps: int, allocation: dict | None = None):
         raise OptimizationError(f"pruning cannot wrap this model: {str(e).splitlines()[0][:200]}") from e
 
 
-def preflight(model, cfg: dict) -> None:
+def preflight(model, cfg: Prune) -> None:
     """Fail fast (before any training) when a layer cannot be pruned."""
     from ..modelio import clone
-    _wrap(clone(model), {**cfg, "target": 0.5} if cfg.get("target") == "auto" else cfg, steps=10)
+    _wrap(clone(model), cfg.with_(target=0.5) if cfg.target == "auto" else cfg, steps=10)
 
 
-def allocate(model, cfg: dict, data: Dataset) -> tuple[dict | None, dict]:
+def allocate(model, cfg: Prune, data: Dataset) -> tuple[dict | None, dict]:
     """Per-layer sparsities when the recipe asks for `allocation: sensitivity`."""
-    if cfg.get("allocation", "uniform") != "sensitivity" or cfg.get("structure") == "2:4":
+    if cfg.allocation != "sensitivity" or cfg.structure == "2:4":
         return None, {}
     from ..compress import allocate as alloc
     from ..compress.sensitivity import analyse
     sens = analyse(model, data, method="magnitude")
-    per_layer = alloc.by_sensitivity(sens, float(cfg["target"]))
+    per_layer = alloc.by_sensitivity(sens, float(cfg.target or 0))
     return per_layer, {"allocation": {k: round(v, 3) for k, v in per_layer.items()},
                        "allocated_sparsity": round(alloc.achieved(sens, per_layer), 4),
                        "sensitivity_cached": sens.get("cached", False)}
 
 
-def prune(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+def prune(model, cfg: Prune, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
     """Return (a pruned, stripped copy of `model`, details).  The argument is left untouched."""
     from .._tf import tfmot
     from ..modelio import clone
@@ -72,7 +73,7 @@ def prune(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, tea
     wrapped, skipped = _wrap(clone(model), cfg, steps, allocation)
     if skipped:
         details["layers_left"] = skipped
-    details["fit"] = fine_tune(wrapped, data, epochs=int(cfg.get("epochs", 4)), lr=1e-3,
+    details["fit"] = fine_tune(wrapped, data, epochs=cfg.epochs, lr=1e-3,
                                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
                                probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     return tfmot.sparsity.keras.strip_pruning(wrapped), details
@@ -81,14 +82,14 @@ def prune(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, tea
 AUTO_TARGETS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3)  # strongest first
 
 
-def prune_auto(model, cfg: dict, fit: Dataset, val: Dataset, max_drop: float, reference: float, teacher=None,
+def prune_auto(model, cfg: Prune, fit: Dataset, val: Dataset, max_drop: float, reference: float, teacher=None,
                distill=None):
     """The strongest sparsity of AUTO_TARGETS whose pruned, fine-tuned model stays within the budget on `val`
     against `reference` (the original model's validation accuracy); returns (model, details with the trace)."""
     from ..compress.sensitivity import accuracy_of
     from .search import strongest
     target, pruned, details, trace = strongest(
-        AUTO_TARGETS, lambda t: prune(model, {**cfg, "target": t}, fit, val, teacher=teacher, distill=distill),
+        AUTO_TARGETS, lambda t: prune(model, cfg.with_(target=t), fit, val, teacher=teacher, distill=distill),
         lambda m: accuracy_of(m, val), reference, max_drop, "target")
     trace["validation_samples"] = len(val)
     return pruned, {**details, "target": target, "search": trace}

@@ -5,6 +5,7 @@ import re
 
 from ..data import Dataset
 from ..errors import OptimizationError
+from .steps import Qat
 from .train import fine_tune, outputs_probabilities
 
 
@@ -87,11 +88,11 @@ def preflight(model) -> None:
     _apply(clone(model), "QAT")  # no training: seconds even for large models
 
 
-def qat(model, cfg: dict, data: Dataset, scheme_name: str, teacher=None, distill=None):
+def qat(model, cfg: Qat, data: Dataset, scheme_name: str, teacher=None, distill=None):
     """Return (a quantization-aware-trained copy of `model` (still wrapped; the converter reads it), details)."""
     from ..modelio import clone
     qmodel, notes = _apply(clone(model), scheme_name)
-    fit = fine_tune(qmodel, data, epochs=int(cfg.get("epochs", 3)), lr=1e-4,
+    fit = fine_tune(qmodel, data, epochs=cfg.epochs, lr=1e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     details = {"fit": fit}
     if notes:

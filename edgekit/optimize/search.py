@@ -3,7 +3,7 @@ budget on a validation split carved from the training data (never --eval), by bi
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import OptimizationError
 
@@ -17,7 +17,11 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: float,
     """`settings` strongest first; `run(s)` -> (model, details); `score(model)` -> validation accuracy.
     Returns (setting, model, details, trace).  When no setting tried is within budget, the most accurate trial is
     returned and the trace says so (the variant is then flagged)."""
-    lo, hi, trials, best, fallback, error = 0, len(settings) - 1, [], None, None, None
+    lo, hi = 0, len(settings) - 1
+    trials: list[dict] = []
+    best: tuple | None = None
+    fallback: tuple | None = None
+    error: OptimizationError | None = None
     while lo <= hi and len(trials) < TRIALS:
         mid = (lo + hi) // 2
         s = settings[mid]
@@ -42,9 +46,13 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: float,
             lo = mid + 1
         if fallback is None or acc > fallback[3]:
             fallback = (s, model, details, acc)
-    if best is None and fallback is None:
-        raise error
-    s, model, details = best if best is not None else fallback[:3]
+    if best is None:
+        if fallback is None:
+            raise error or OptimizationError(f"no setting of {what} could be tried")
+        best_or_fallback = fallback[:3]
+    else:
+        best_or_fallback = best
+    s, model, details = best_or_fallback
     trace = {"max_drop": max_drop, "validation_budget": max_drop * MARGIN,
              "validation_reference_accuracy": round(reference, 4), "trials": trials, "budget_met": best is not None,
              "trial_budget": TRIALS, "candidates": list(settings)}

@@ -2,29 +2,30 @@
 from __future__ import annotations
 
 from ..data import Dataset
+from .steps import Factorize, Filters
 from .train import fine_tune, outputs_probabilities
 
 
-def filters(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+def filters(model, cfg: Filters, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
     """Remove whole filters to about `target_flops` of the MACs, ratios scaled per layer by filter sensitivity,
     channel counts kept at multiples of `channel_multiple` (the device's int8 kernel tile)."""
     from ..compress.filters import prune_to_flops
     from ..compress.flops import count
     from ..compress.sensitivity import analyse
     weights = None
-    if cfg.get("allocation", "sensitivity") == "sensitivity":
+    if cfg.allocation == "sensitivity":
         sens = analyse(model, eval_data or data.sample(max(100, len(data) // 5), seed=1), method="filter")
         # robust layers (small drop at 50% filters removed) take more of the cut, sensitive ones less
         mid = sens["sparsities"].index(0.5) if 0.5 in sens["sparsities"] else len(sens["sparsities"]) // 2
         drops = {n: max(0.0, sens["baseline"] - d["accuracy"][mid]) for n, d in sens["layers"].items()}
         worst = max(drops.values(), default=0.0) or 1.0
         weights = {n: 1.5 - d / worst for n, d in drops.items()}
-    multiple = int(cfg.get("channel_multiple") or 1)
+    multiple = cfg.channel_multiple if isinstance(cfg.channel_multiple, int) else 1  # 'device' resolved earlier
     before = count(model, multiple)
-    smaller, frac, fraction = prune_to_flops(model, float(cfg.get("target_flops", 0.5)), weights,
+    smaller, frac, fraction = prune_to_flops(model, float(cfg.target_flops), weights,
                                              multiple=multiple)
     after = count(smaller, multiple)
-    fit = fine_tune(smaller, data, epochs=int(cfg.get("epochs", 6)), lr=1e-3,
+    fit = fine_tune(smaller, data, epochs=cfg.epochs, lr=1e-3,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     return smaller, {"macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
                      "params_after": after["params"], "flops_fraction": round(frac, 4),
@@ -33,14 +34,13 @@ def filters(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, t
                      "effective_macs_after": after.get("effective_macs", after["macs"]), "fit": fit}
 
 
-def factorize(model, cfg: dict, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+def factorize(model, cfg: Factorize, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
     from ..compress.factorize import factorize as svd
     from ..compress.flops import count
     before = count(model)
-    smaller, report = svd(model, energy=cfg.get("energy", 0.9) if not cfg.get("rank") else None,
-                          rank=cfg.get("rank"))
+    smaller, report = svd(model, energy=float(cfg.energy) if not cfg.rank else None, rank=cfg.rank)
     after = count(smaller)
-    fit = fine_tune(smaller, data, epochs=int(cfg.get("epochs", 3)), lr=5e-4,
+    fit = fine_tune(smaller, data, epochs=cfg.epochs, lr=5e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill) if report else None
     return smaller, {"layers": report, "macs_before": before["macs"], "macs_after": after["macs"],
                      "params_before": before["params"], "params_after": after["params"], "fit": fit}
@@ -50,7 +50,7 @@ AUTO_FLOPS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # share of the MACs kept, strongest
 AUTO_ENERGY = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)  # share of squared singular values kept, strongest first
 
 
-def searched(step: str, model, cfg: dict, fit: Dataset, val: Dataset, max_drop: float, reference: float,
+def searched(step: str, model, cfg: Filters | Factorize, fit: Dataset, val: Dataset, max_drop: float, reference: float,
              teacher=None, distill=None):
     """filters with `target_flops: auto` or factorize with `energy: auto`: the strongest setting within budget."""
     from ..compress.sensitivity import accuracy_of
@@ -58,7 +58,7 @@ def searched(step: str, model, cfg: dict, fit: Dataset, val: Dataset, max_drop: 
     key, settings, fn = (("target_flops", AUTO_FLOPS, filters) if step == "filters" else
                          ("energy", AUTO_ENERGY, factorize))
     value, smaller, details, trace = strongest(
-        settings, lambda s: fn(model, {**cfg, key: s}, fit, val, teacher=teacher, distill=distill),
+        settings, lambda s: fn(model, cfg.with_(**{key: s}), fit, val, teacher=teacher, distill=distill),
         lambda m: accuracy_of(m, val), reference, max_drop, key)
     trace["validation_samples"] = len(val)
     return smaller, {**details, key: value, "search": trace}

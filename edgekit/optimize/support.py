@@ -2,6 +2,8 @@
 weights, and every other layer is left as it is with the reason recorded (never TF-MOT's raw refusal)."""
 from __future__ import annotations
 
+from ..layers import kind_of
+
 
 def _prune_registry():
     from .._tf import tfmot  # noqa: F401 - imports TF-MOT with the right Keras
@@ -12,18 +14,18 @@ def _prune_registry():
 def prune_skip_reason(layer, m_by_n: bool = False) -> str | None:
     """None when pruning can wrap `layer`; otherwise why it is left as it is."""
     from .._tf import tfmot
-    kind = type(layer).__name__
+    kind, label = kind_of(layer), type(layer).__name__
     if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
         return None
     if not layer.weights:
-        return f"{kind}: no weights to prune"
+        return f"{label}: no weights to prune"
     registry = _prune_registry()
     if not registry.supports(layer):
-        return f"{kind}: TF-MOT cannot prune this layer class"
+        return f"{label}: TF-MOT cannot prune this layer class"
     if not registry._LAYERS_WEIGHTS_MAP.get(layer.__class__):  # e.g. BatchNormalization: nothing to prune
-        return f"{kind}: no prunable weights"
+        return f"{label}: no prunable weights"
     if m_by_n and kind not in ("Conv2D", "Dense"):
-        return f"{kind}: 2:4 structure applies to Conv2D and Dense kernels only"
+        return f"{label}: 2:4 structure applies to Conv2D and Dense kernels only"
     return None
 
 
@@ -103,7 +105,7 @@ def _bn_follows_foldable(layer) -> bool:
 def qat_plan(layer) -> tuple[str, str | None]:
     """How QAT treats `layer`: ("tfmot", None) annotated as TF-MOT would, ("output", why) with our output-only
     QuantizeConfig, or ("float", why) left float during training (the int8 converter calibrates it)."""
-    kind = type(layer).__name__
+    kind = kind_of(layer)
     if kind == "InputLayer":
         return "skip", None
     if kind == "BatchNormalization":

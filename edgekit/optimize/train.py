@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .steps import Distill
+
 from ..data import Dataset
+from ..layers import kind_of
 
 BATCH = 32
 VALIDATION_FRACTION = 0.1
@@ -14,7 +17,7 @@ def outputs_probabilities(model) -> bool:
     """True when the model ends in a softmax (so the loss must not apply one again)."""
     last = model.layers[-1]
     act = getattr(last, "activation", None)
-    return type(last).__name__ == "Softmax" or getattr(act, "__name__", "") == "softmax"
+    return kind_of(last) == "Softmax" or getattr(act, "__name__", "") == "softmax"
 
 
 def _has_tfmot_wrappers(model) -> bool:
@@ -22,7 +25,7 @@ def _has_tfmot_wrappers(model) -> bool:
 
 
 def fine_tune(model, data: Dataset, epochs: int, lr: float, callbacks=(), probabilities: bool | None = None,
-              teacher=None, distill: dict | None = None) -> dict:
+              teacher=None, distill: Distill | None = None) -> dict:
     """Fit `model` in place; returns {"train_accuracy", "val_accuracy", "epochs_run"}.
 
     10% of the training data is held out; the learning rate follows a cosine decay; plain models stop early on the
@@ -30,19 +33,18 @@ def fine_tune(model, data: Dataset, epochs: int, lr: float, callbacks=(), probab
     weights would undo the pruning schedule."""
     from .._tf import keras
     probs = outputs_probabilities(model) if probabilities is None else probabilities
-    one_hot = data.y.ndim == 2
+    one_hot = data.labels.ndim == 2
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(data))
     n_val = int(len(data) * VALIDATION_FRACTION) if len(data) >= 50 else 0
     val, tr = idx[:n_val], idx[n_val:]
-    x_tr, y_tr = data.x[tr], data.y[tr]
+    x_tr, y_tr = data.x[tr], data.labels[tr]
     steps = int(np.ceil(len(tr) / BATCH)) * max(1, epochs)
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.1)
     net = model
     if teacher is not None and distill:
         from ..compress.distill import make_distiller
-        net = make_distiller(model, teacher, float(distill.get("temperature", 4)), float(distill.get("alpha", 0.3)),
-                             probs, one_hot)
+        net = make_distiller(model, teacher, distill.temperature, distill.alpha, probs, one_hot)
         net.compile(optimizer=keras.optimizers.Adam(schedule))
         metric = "accuracy"
     else:
@@ -55,7 +57,7 @@ def fine_tune(model, data: Dataset, epochs: int, lr: float, callbacks=(), probab
         cbs.append(keras.callbacks.EarlyStopping(monitor=f"val_{metric}", patience=3, restore_best_weights=True,
                                                  mode="max"))
     hist = net.fit(x_tr, y_tr, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=True, callbacks=cbs,
-                   validation_data=(data.x[val], data.y[val]) if n_val else None)
+                   validation_data=(data.x[val], data.labels[val]) if n_val else None)
     h = hist.history
     return {"train_accuracy": float(h[metric][-1]), "val_accuracy": float(h[f"val_{metric}"][-1]) if n_val else None,
             "epochs_run": len(h[metric])}
@@ -70,7 +72,7 @@ def kernel_stats(model) -> tuple[float, int]:
     zeros = total = 0
     max_unique = 0
     for layer in model.layers:
-        kind = type(layer).__name__
+        kind = kind_of(layer)
         if kind not in ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose"):
             continue
         w = layer.get_weights()[0]

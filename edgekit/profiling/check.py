@@ -7,7 +7,7 @@ from ..errors import EdgekitError
 from .session import open_session
 
 
-def _thermal(fp: dict) -> str:
+def _thermal(fp: dict) -> str | None:
     temps = fp.get("temperatures_c") or {}
     parts = []
     if temps:
@@ -53,8 +53,8 @@ def _software_differs(profile_name: str, fp: dict) -> list[str]:
         stated = load_profile(profile_name).software
     except ConfigError:
         return []
-    return [f"{k} is {fp.get(k)!r} but profile {profile_name} states {v!r}" for k, v in stated.items()
-            if fp.get(k) is not None and str(fp.get(k)) != v]
+    return [f"{k} is {fp.get(k)!r} but profile {profile_name} states {v!r}" for k, v in vars(stated).items()
+            if v is not None and fp.get(k) is not None and str(fp.get(k)) != v]
 
 
 def check_boards(boards, known_hosts=None, accept_new_host=False) -> list[dict]:

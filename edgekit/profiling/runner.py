@@ -48,13 +48,24 @@ def _cmd(argv, timeout=5):
         return None
 
 
-# EDGEKIT_THERMAL_GLOB exists for tests on machines without thermal sensors.
+# EDGEKIT_THERMAL_GLOB exists for tests on machines without thermal sensors; it wins over the profile's zones.
 THERMAL_GLOB = os.environ.get("EDGEKIT_THERMAL_GLOB", "/sys/class/thermal/thermal_zone*")
+# What the device profile says (--thermal-zone, --throttle-probe); None: every zone / every probe there is.
+SETTINGS = {"zones": None, "throttle_probe": None}
+
+
+def _zones():
+    if os.environ.get("EDGEKIT_THERMAL_GLOB") or not SETTINGS["zones"]:
+        return sorted(glob.glob(THERMAL_GLOB))
+    out = []
+    for z in SETTINGS["zones"]:  # a profile names zone folders or their temp files
+        out += sorted(glob.glob(os.path.dirname(z) if z.endswith("/temp") else z))
+    return out
 
 
 def temperatures():
     temps = {}
-    for zone in sorted(glob.glob(THERMAL_GLOB)):
+    for zone in _zones():
         raw = _read(os.path.join(zone, "temp"))
         if raw and raw.lstrip("-").isdigit():
             name = _read(os.path.join(zone, "type"), os.path.basename(zone))
@@ -63,7 +74,9 @@ def temperatures():
 
 
 def throttled_bits():
-    """Raspberry Pi firmware throttling flags (None where vcgencmd does not exist)."""
+    """Raspberry Pi firmware throttling flags (None where vcgencmd does not exist or the profile says otherwise)."""
+    if SETTINGS["throttle_probe"] not in (None, "vcgencmd"):
+        return None
     out = _cmd(["vcgencmd", "get_throttled"])
     if out and "=" in out:
         try:
@@ -129,7 +142,8 @@ def fingerprint(runtime=None):
         "cpu_model": cpu, "cpu_count": os.cpu_count(), "mem_total_kb": mem_kb,
         "governor": _read(cpufreq + "scaling_governor"), "cpu_freq_khz": int(freq) if freq and freq.isdigit() else None,
         "temperatures_c": temperatures(), "throttled_bits": throttled_bits(),
-        "jetson_power_mode": _cmd(["nvpmodel", "-q"]), "python": platform.python_version(),
+        "jetson_power_mode": _cmd(["nvpmodel", "-q"]) if SETTINGS["throttle_probe"] in (None, "jetson_nvpmodel")
+        else None, "python": platform.python_version(),
         "numpy": numpy_version, "os": os_release(),
     }
     emulated = emulation()
@@ -210,7 +224,7 @@ def make_interpreter(mod, model_path, threads, delegate):
         try:
             kwargs["experimental_delegates"] = [mod.load_delegate(DELEGATE_LIBS[delegate])]
         except (ValueError, OSError, RuntimeError) as e:
-            raise Failure("cannot load the %s delegate (%s): %s" % (delegate, DELEGATE_LIBS[delegate], e))
+            raise Failure("cannot load the %s delegate (%s): %s" % (delegate, DELEGATE_LIBS[delegate], e)) from None
     elif delegate == "none":
         resolver = getattr(getattr(mod, "OpResolverType", None), "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None)
         if resolver is None:
@@ -219,7 +233,7 @@ def make_interpreter(mod, model_path, threads, delegate):
     try:
         return mod.Interpreter(**kwargs)
     except (ValueError, RuntimeError) as e:
-        raise Failure("the runtime cannot load the model: %s" % str(e).strip().splitlines()[0])
+        raise Failure("the runtime cannot load the model: %s" % str(e).strip().splitlines()[0]) from None
 
 
 def make_inputs(interp, source, seed):
@@ -298,6 +312,7 @@ def sha256_of(path):
 
 
 def measure(args):
+    SETTINGS["zones"], SETTINGS["throttle_probe"] = args.thermal_zone, args.throttle_probe
     if args.expect_sha256:
         if not os.path.isfile(args.model):
             raise Failure("model file is missing on the board")
@@ -454,11 +469,16 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--min-seconds", type=float, default=0.0)
-    ap.add_argument("--max-runs", type=int, default=100000, help="stop after this many counted runs, whatever --min-seconds says (keeps raw results bounded)")
+    ap.add_argument("--max-runs", type=int, default=100000, help="stop after this many counted runs, whatever "
+                    "--min-seconds says (keeps raw results bounded)")
     ap.add_argument("--input", default="random", help="'random' or a .npy file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-temp", type=float, default=None)
     ap.add_argument("--cool-wait", type=float, default=0.0)
+    ap.add_argument("--thermal-zone", action="append", help="thermal zone folder or its temp file (repeatable; "
+                    "default: every /sys/class/thermal zone)")
+    ap.add_argument("--throttle-probe", choices=("vcgencmd", "jetson_nvpmodel", "none"),
+                    help="the board's throttling probe (default: try each)")
     ap.add_argument("--batch", help="JSON list of argument lists: measure each (see the module docstring)")
     ap.add_argument("--job-timeout", type=float, default=0.0, help="with --batch: seconds per model (0: none)")
     ap.add_argument("--watch-stdin", action="store_true", help="exit at once when standard input closes (edgekit "

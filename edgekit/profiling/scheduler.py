@@ -8,12 +8,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..compat import runtime_problem
 from ..errors import ConnectError, EdgekitError, RemoteError, TrustError
 from ..profiles import Runtime, load_profile
-from ..store import Store
+from ..store import Measurement, Store
 from .jobs import Job
 from .session import BoardSession, open_session
 
@@ -60,7 +61,8 @@ class BoardLock:
                     told = True
                 if self.stop.is_set() or time.monotonic() - start > self.timeout:
                     os.close(self.fd)
-                    raise RemoteError(f"board {self.board}: still locked by another edgekit after {self.timeout:.0f} s")
+                    raise RemoteError(f"board {self.board}: still locked by another edgekit after {self.timeout:.0f} s"
+                                      ) from None
                 time.sleep(0.2)
 
     def __exit__(self, *exc):
@@ -69,10 +71,10 @@ class BoardLock:
 
 
 def _row(job: Job, session: BoardSession | None, started: str, status: str, error: str | None = None,
-         result: dict | None = None, attempts: int = 1) -> dict:
+         result: dict | None = None, attempts: int = 1) -> Measurement:
     s = job.settings
     runtime = (result or {}).get("runtime") or (session.runtime if session else None) or {}
-    row = {
+    row: dict[str, Any] = {
         "settings_key": job.key, "status": status, "error": error, "model_sha256": job.model.info.sha256,
         "model_name": job.model.name, "manifest_path": job.model.manifest_path, "variant": job.model.variant,
         "board": job.board.name, "profile": job.board.profile, "host": job.board.host or "localhost",
@@ -97,7 +99,7 @@ def _row(job: Job, session: BoardSession | None, started: str, status: str, erro
         row["fingerprint"] = session.probe.get("fingerprint")
     # as the board reports it (the runner detects user-mode emulation itself); such latencies are not the hardware's
     row["emulated"] = int(bool((row.get("fingerprint") or {}).get("emulated")))
-    return row
+    return Measurement(**row)
 
 
 class BoardWorker:
@@ -127,7 +129,7 @@ class BoardWorker:
         if session is not None:
             try:
                 session.conn.close()
-            except Exception:  # noqa: BLE001 - best effort while stopping
+            except Exception:
                 pass
 
     def _precheck(self, session: BoardSession, job: Job) -> str | None:
@@ -187,7 +189,7 @@ class BoardWorker:
                 self._run_jobs(Store(self.opts.store))
         except EdgekitError as e:
             self.emit({"event": "board_error", "board": self.board.name, "message": self.redact(str(e))})
-        except Exception as e:  # noqa: BLE001 - a bug must still end as a failure of this board, never a silent 0
+        except Exception as e:
             self.emit({"event": "board_error", "board": self.board.name,
                        "message": self.redact(f"internal error: {type(e).__name__}: {e}")})
         finally:
@@ -200,56 +202,69 @@ class BoardWorker:
         if not text:
             return text
         ident = getattr(self.board, "identity", None)
-        for secret in {ident, str(Path(ident).expanduser()) if ident else None} - {None, ""}:
-            text = text.replace(secret, "<identity key>")
+        for secret in {ident, str(Path(ident).expanduser()) if ident else None}:
+            if secret:
+                text = text.replace(secret, "<identity key>")
         return text
 
     def _run_jobs(self, store: Store) -> None:
-        todo = []
-        for job in self.jobs:
-            if not self.opts.force and store.done(job.key):
-                self.emit({"event": "skipped", "job": job.label(), "board": self.board.name})
-            else:
-                todo.append(job)
+        """Every job not yet in the store, a batch per runner start-up, until done, stopped or given up."""
+        todo = [job for job in self.jobs if self.opts.force or not self._answered(store, job)]
         tries: dict[str, int] = {}  # failed runs each job was part of
         while todo and not self.stop.is_set():
-            batch = todo[:self.opts.batch]
             try:
-                done = self._run_batch(store, batch, tries)
-                todo = [j for j in todo if j.key not in done]
-                continue
-            except TrustError as e:  # host key / auth problems are never retried
-                head, unreachable, attempts = todo[0], str(e), tries.get(todo[0].key, 0) + 1
+                finished = self._run_batch(store, todo[:self.opts.batch], tries)
+            except TrustError as e:  # host key / auth problems are never retried: every job fails with the reason
+                self._fail_all(store, todo, str(e), tries.get(todo[0].key, 0) + 1)
+                return
             except (ConnectError, RemoteError) as e:
-                self._drop()
-                done = {r["settings_key"] for r in self.results}
-                todo = [j for j in todo if j.key not in done]
-                if not todo:
-                    return
-                for job in todo[:self.opts.batch]:
-                    tries[job.key] = tries.get(job.key, 0) + 1
-                head, attempts = todo[0], tries[todo[0].key]
-                if attempts <= self.opts.retries and not self.stop.is_set():
-                    delay = self.opts.backoff * 2 ** (attempts - 1)
-                    self.emit({"event": "retry", "job": head.label(), "board": self.board.name,
-                               "message": f"{e}; retrying in {delay:.0f} s"})
-                    self.stop.wait(delay)
-                    continue
-                unreachable = f"{e} (after {attempts} attempts)"
-                if not isinstance(e, ConnectError):  # the board answers: give up on this job only
-                    self._record(store, head, _now(), "failed", unreachable, None, attempts)
-                    todo = todo[1:]
-                    continue
-            self._record(store, head, _now(), "failed", unreachable, None, attempts)
-            for job in todo[1:]:  # the board cannot be reached: the rest fail without trying
-                self._record(store, job, _now(), "failed", unreachable, None, 0)
-            return
+                todo = self._after_failure(store, todo, tries, e)
+                continue
+            todo = [j for j in todo if j.key not in finished]
+
+    def _answered(self, store: Store, job: Job) -> bool:
+        if store.done(job.key):
+            self.emit({"event": "skipped", "job": job.label(), "board": self.board.name})
+            return True
+        return False
+
+    def _after_failure(self, store: Store, todo: list[Job], tries: dict[str, int], e: Exception) -> list[Job]:
+        """A batch broke off.  Each job of it not recorded counts one try; the first of them decides: retried
+        after a backoff while it has tries left; then it fails alone if the board still answers (RemoteError),
+        or every job left fails if the board cannot be reached (ConnectError).  Returns what is left to do."""
+        self._drop()
+        recorded = {r["settings_key"] for r in self.results}
+        todo = [j for j in todo if j.key not in recorded]
+        if not todo:
+            return []
+        for job in todo[:self.opts.batch]:
+            tries[job.key] = tries.get(job.key, 0) + 1
+        head, attempts = todo[0], tries[todo[0].key]
+        if attempts <= self.opts.retries and not self.stop.is_set():
+            delay = self.opts.backoff * 2 ** (attempts - 1)
+            self.emit({"event": "retry", "job": head.label(), "board": self.board.name,
+                       "message": f"{e}; retrying in {delay:.0f} s"})
+            self.stop.wait(delay)
+            return todo
+        reason = f"{e} (after {attempts} attempts)"
+        if isinstance(e, ConnectError):
+            self._fail_all(store, todo, reason, attempts)
+            return []
+        self._record(store, head, _now(), "failed", reason, None, attempts)
+        return todo[1:]
+
+    def _fail_all(self, store: Store, todo: list[Job], reason: str, attempts: int) -> None:
+        """The board cannot be reached: the first job records its attempts, the rest fail without trying."""
+        self._record(store, todo[0], _now(), "failed", reason, None, attempts)
+        for job in todo[1:]:
+            self._record(store, job, _now(), "failed", reason, None, 0)
 
     def _record(self, store, job, started, status, error, result, attempts) -> None:
         if status != "ok" and self.stop.is_set():
             return  # stopped by the user, not a board failure: a rerun measures it
-        row = _row(job, self.session, started, status, self.redact(error), result, attempts)
-        row["id"] = store.add(row)
+        measurement = _row(job, self.session, started, status, self.redact(error), result, attempts)
+        row = measurement.to_row()
+        row["id"] = store.add(measurement)
         self.results.append(row)
         self.emit({"event": status, "job": job.label(), "board": self.board.name, "row": row})
 

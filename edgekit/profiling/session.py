@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import RemoteError
+from ..remote.base import Connection
 from ..remote.connect import connect
 from ..remote.inventory import Board
 
@@ -32,8 +33,28 @@ def parse_json_line(text: str, board: str) -> dict:
     raise RemoteError(f"board {board}: runner printed no result ({text.strip()[-200:] or 'no output'})")
 
 
-class BoardSession:
-    def __init__(self, board: Board, conn, command_timeout: float = 60.0):
+class ContentCache:
+    """Files deployed to a board's cache folder by content (sha256 in the name), uploaded once, atomically."""
+    conn: Connection
+    cache: str
+    verified: set[str]
+
+    def ensure(self, local: Path, sha: str, suffix: str, prefix: str = "", force: bool = False) -> str:
+        """Upload `local` as <cache>/<prefix><sha><suffix> unless it is already there; atomic."""
+        remote = f"{self.cache}/{prefix}{sha}{suffix}"
+        if not force and remote in self.verified:
+            return remote
+        if force or self.conn.size(remote) != local.stat().st_size:
+            self.conn.put(local, remote)
+        self.verified.add(remote)
+        return remote
+
+    def forget(self, remote: str) -> None:
+        self.verified.discard(remote)
+
+
+class BoardSession(ContentCache):
+    def __init__(self, board: Board, conn: Connection, command_timeout: float = 60.0):
         self.board, self.conn = board, conn
         self.command_timeout = command_timeout  # every remote wait obeys the user's --timeout
         if hasattr(conn, "set_timeout"):
@@ -53,26 +74,13 @@ class BoardSession:
                 raise RemoteError(f"board {board.name}: the runner on the board does not match after re-upload")
 
     @classmethod
-    def open(cls, board: Board, command_timeout: float = 60.0, **connect_args) -> "BoardSession":
+    def open(cls, board: Board, command_timeout: float = 60.0, **connect_args) -> BoardSession:
         conn = connect(board, **connect_args)
         try:
             return cls(board, conn, command_timeout)
         except BaseException:
             conn.close()
             raise
-
-    def ensure(self, local: Path, sha: str, suffix: str, prefix: str = "", force: bool = False) -> str:
-        """Upload `local` as <cache>/<prefix><sha><suffix> unless it is already there; atomic."""
-        remote = f"{self.cache}/{prefix}{sha}{suffix}"
-        if not force and remote in self.verified:
-            return remote
-        if force or self.conn.size(remote) != local.stat().st_size:
-            self.conn.put(local, remote)
-        self.verified.add(remote)
-        return remote
-
-    def forget(self, remote: str) -> None:
-        self.verified.discard(remote)
 
     def _probe(self) -> dict:
         res = self.conn.run([self.board.python, self.runner, "--probe", "--watch-stdin"],
@@ -119,9 +127,12 @@ class BoardSession:
                 "--min-seconds", str(s.min_seconds)]
         if s.input_path is not None:
             args += ["--input", self.ensure(s.input_path, s.input_sha, ".npy")]
-        if profile.thermal.get("max_temp_c") is not None:
-            args += ["--max-temp", str(profile.thermal["max_temp_c"]),
-                     "--cool-wait", str(profile.thermal.get("cool_down_s", 0))]
+        th = profile.thermal
+        if th.max_temp_c is not None:
+            args += ["--max-temp", str(th.max_temp_c), "--cool-wait", str(th.cool_down_s)]
+        for zone in th.zones:
+            args += ["--thermal-zone", zone]
+        args += ["--throttle-probe", th.throttle_probe]
         return args
 
     def measure_batch(self, jobs: list, profile, timeout: float, on_result) -> None:
@@ -170,10 +181,10 @@ class BoardSession:
         self.conn.close()
 
 
-class AdbSession:
+class AdbSession(ContentCache):
     """An Android device: the user's benchmark_model binary instead of the Python runner."""
 
-    def __init__(self, board: Board, conn):
+    def __init__(self, board: Board, conn: Connection):
         self.board, self.conn = board, conn
         self.cache = conn.home()
         conn.makedirs(self.cache)
@@ -184,17 +195,14 @@ class AdbSession:
         local = Path(board.benchmark_binary).expanduser()
         if not local.is_file():
             raise RemoteError(f"board {board.name}: benchmark_binary {local} does not exist")
-        self.binary = BoardSession.ensure(self, local, sha256_file(local), "", prefix="benchmark_model-")
+        self.binary = self.ensure(local, sha256_file(local), "", prefix="benchmark_model-")
         conn.run(["chmod", "755", self.binary])
         self.probe = {"runtimes": [{"name": "benchmark_model", "module": "benchmark_model", "version": None}],
                       "fingerprint": {}}
 
-    ensure = BoardSession.ensure
-    forget = BoardSession.forget
-
     @property
     def runtime(self) -> dict:
-        return self.probe["runtimes"][0]
+        return {"name": "benchmark_model", "module": "benchmark_model", "version": None}
 
     def measure(self, job, profile, timeout: float) -> dict:
         from ..remote.adb import benchmark_argv, parse_benchmark_output

@@ -5,14 +5,18 @@ No Android device exists where edgekit is tested: command construction and parsi
 not run this path."""
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
-import uuid
+
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConnectError, ProfileTimeout, RemoteError
-from .base import Result, quote_argv
+from .base import Result, atomic_upload, quote_argv
+
+log = logging.getLogger("edgekit.remote")
 
 DEVICE_DIR = "/data/local/tmp/edgekit"
 
@@ -20,10 +24,11 @@ DEVICE_DIR = "/data/local/tmp/edgekit"
 class AdbConnection:
     def __init__(self, name: str, serial: str, adb: str | None = None):
         self.name, self.serial = name, serial
-        self.adb = adb or shutil.which("adb")
-        self.bytes_uploaded = 0
-        if self.adb is None:
+        found = adb or shutil.which("adb")
+        if found is None:
             raise ConnectError(f"board {name}: adb is not installed (apt-get install adb)")
+        self.adb: str = found
+        self.bytes_uploaded = 0
         state = self._adb(["get-state"], timeout=10)
         if state.returncode != 0 or state.stdout.strip() != "device":
             raise ConnectError(f"board {name}: Android device {serial} is not connected "
@@ -37,15 +42,25 @@ class AdbConnection:
             raise ProfileTimeout(f"board {self.name}: adb timed out after {timeout:.0f} s") from e
         return Result(p.returncode, p.stdout, p.stderr)
 
-    def run(self, argv: list[str], timeout: float | None = None) -> Result:
-        return self._adb(["shell", quote_argv(argv)], timeout)
+    def run(self, argv: list[str], timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> Result:
+        log.debug("%s: adb shell %s", self.name, quote_argv(argv))
+        res = self._adb(["shell", quote_argv(argv)], timeout)
+        if on_line is not None:  # adb returns the output at the end: lines are handed over then
+            for line in res.stdout.splitlines():
+                on_line(line)
+        return res
 
     def put(self, local: Path, remote: str) -> int:
-        tmp = f"{remote}.tmp-{uuid.uuid4().hex[:8]}"
-        res = self._adb(["push", str(local), tmp], timeout=600)
-        if res.returncode != 0 or self.run(["mv", "-f", tmp, remote]).returncode != 0:
-            raise RemoteError(f"board {self.name}: adb push of {Path(local).name} failed: {res.stderr.strip()}")
-        n = Path(local).stat().st_size
+        def send(tmp: str) -> None:
+            res = self._adb(["push", str(local), tmp], timeout=600)
+            if res.returncode != 0:
+                raise RemoteError(f"board {self.name}: adb push of {Path(local).name} failed: {res.stderr.strip()}")
+
+        def rename(tmp: str, final: str) -> None:
+            if self.run(["mv", "-f", tmp, final]).returncode != 0:
+                raise RemoteError(f"board {self.name}: adb push of {Path(local).name} failed: cannot rename")
+        n = atomic_upload(local, remote, send, rename)
         self.bytes_uploaded += n
         return n
 

@@ -1,10 +1,13 @@
 """The connection interface every transport implements."""
 from __future__ import annotations
 
+import os
 import shlex
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 
 @dataclass
@@ -52,6 +55,15 @@ class Output:
 
     def text(self) -> str:
         return self.data.decode("utf-8", "replace")
+
+
+def atomic_upload(local: Path, remote: str, send: Callable[[str], object], rename: Callable[[str, str], object]) -> int:
+    """Upload under a temporary name, then rename: a board never sees half a file under the real name.  `send(tmp)`
+    copies `local` there, `rename(tmp, remote)` moves it into place; returns the bytes sent."""
+    tmp = f"{remote}.tmp-{uuid.uuid4().hex[:8]}"
+    send(tmp)
+    rename(tmp, remote)
+    return os.path.getsize(local)
 
 
 def quote_argv(argv: list[str]) -> str:

@@ -4,42 +4,36 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import asdict, dataclass
+from typing import Literal
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..profiles import load_profile
-from ..schema import Field, check, read_yaml
+from ..record import parse, rule
+from ..schema import read_yaml
 
-BOARD_SCHEMA = {
-    "name": Field(str, required=True),
-    "host": Field(str),
-    "port": Field(int, minimum=1, maximum=65535),
-    "user": Field(str),
-    "identity": Field(str),
-    "profile": Field(str, required=True),
-    "python": Field(str),
-    "workdir": Field(str),
-    "runtime": Field(str, choices=("auto", "ai_edge_litert", "tflite_runtime", "tensorflow")),
-    "transport": Field(str, choices=("ssh", "adb")),
-    "serial": Field(str),
-    "benchmark_binary": Field(str),
-}
-FILE_SCHEMA = {"boards": Field(list, required=True, item=dict, nested=BOARD_SCHEMA)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _name_check(name: str) -> str | None:
+    if not _NAME.match(name) or name == "local":
+        return "must be letters, digits, '.', '_', '-' and not 'local'"
+    return None
 
 
 @dataclass(frozen=True)
 class Board:
-    name: str
-    host: str | None  # None: the local machine
-    profile: str
-    port: int | None = None
+    """One board, as boards.yaml declares it."""
+    name: str = rule(check=_name_check)
+    profile: str = rule()
+    host: str | None = None  # None: the local machine (or an adb board)
+    port: int | None = rule(None, minimum=1, maximum=65535)
     user: str | None = None
     identity: str | None = None
     python: str = "python3"
     workdir: str | None = None
-    runtime: str = "auto"
-    transport: str = "ssh"
+    runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"] = "auto"
+    transport: Literal["ssh", "adb"] = "ssh"
     serial: str | None = None
     benchmark_binary: str | None = None
 
@@ -54,11 +48,18 @@ class Board:
         return d
 
 
+@dataclass(frozen=True)
+class BoardsFile:
+    boards: tuple[Board, ...]
+
+
 def local_board() -> Board:
-    return Board(name="local", host=None, profile="local", python=sys.executable)
+    return Board(name="local", profile="local", python=sys.executable)
 
 
-def _ssh_config(host: str) -> dict:
+def _ssh_config(host: str | None) -> dict:
+    if not host:
+        return {}
     path = Path.home() / ".ssh" / "config"
     if not path.exists():
         return {}
@@ -81,25 +82,17 @@ def resolve_ssh(board: Board) -> Board:
 def load_boards(path: str | Path) -> list[Board]:
     path = Path(path)
     data = read_yaml(path, f"boards file {path} does not exist (write one, or use --host / --board local)")
-    check(data, FILE_SCHEMA, path.name)
-    boards, seen = [], set()
-    for i, b in enumerate(data["boards"]):
-        if not _NAME.match(b["name"]) or b["name"] == "local":
-            raise ConfigError(f"{path.name}: boards[{i}].name {b['name']!r} must be letters, digits, '.', '_', '-' "
-                              f"and not 'local'")
-        if b["name"] in seen:
-            raise ConfigError(f"{path.name}: board name {b['name']!r} appears twice")
-        seen.add(b["name"])
-        load_profile(b["profile"])
-        transport = b.get("transport", "ssh")
-        if transport == "ssh" and not b.get("host"):
-            raise ConfigError(f"{path.name}: board {b['name']!r} needs 'host' (or transport: adb with 'serial')")
-        if transport == "adb" and not (b.get("serial") and b.get("benchmark_binary")):
-            raise ConfigError(f"{path.name}: adb board {b['name']!r} needs 'serial' and 'benchmark_binary'")
-        boards.append(Board(name=b["name"], host=b.get("host"), profile=b["profile"], port=b.get("port"),
-                            user=b.get("user"), identity=b.get("identity"), python=b.get("python", "python3"),
-                            workdir=b.get("workdir"), runtime=b.get("runtime", "auto"), transport=transport,
-                            serial=b.get("serial"), benchmark_binary=b.get("benchmark_binary")))
+    boards = list(parse(BoardsFile, data, path.name).boards)
+    seen: set[str] = set()
+    for b in boards:
+        if b.name in seen:
+            raise ConfigError(f"{path.name}: board name {b.name!r} appears twice")
+        seen.add(b.name)
+        load_profile(b.profile)
+        if b.transport == "ssh" and not b.host:
+            raise ConfigError(f"{path.name}: board {b.name!r} needs 'host' (or transport: adb with 'serial')")
+        if b.transport == "adb" and not (b.serial and b.benchmark_binary):
+            raise ConfigError(f"{path.name}: adb board {b.name!r} needs 'serial' and 'benchmark_binary'")
     return boards
 
 

@@ -1,17 +1,20 @@
 """The `local` board: the same runner in a subprocess on this machine, no SSH."""
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import shutil
 import subprocess
 import time
-import uuid
+
 from pathlib import Path
 
 from ..errors import ProfileTimeout, RemoteError
-from .base import Output, Result
+from .base import Output, Result, atomic_upload, quote_argv
 
+
+log = logging.getLogger("edgekit.remote")
 
 class LocalConnection:
     def __init__(self, name: str = "local"):
@@ -20,6 +23,7 @@ class LocalConnection:
         self._running: set[subprocess.Popen] = set()
 
     def run(self, argv: list[str], timeout: float | None = None, on_line=None) -> Result:
+        log.debug("%s: exec %s", self.name, quote_argv([str(a) for a in argv]))
         try:
             # stdin stays an open pipe we never write: the runner ends when it closes (our exit, even a SIGKILL)
             proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -30,6 +34,7 @@ class LocalConnection:
         out, err = Output(on_line), Output()
         deadline = None if timeout is None else time.monotonic() + timeout
         sel = selectors.DefaultSelector()
+        assert proc.stdout is not None and proc.stderr is not None  # both are pipes
         sel.register(proc.stdout, selectors.EVENT_READ, out)
         sel.register(proc.stderr, selectors.EVENT_READ, err)
         try:
@@ -50,14 +55,13 @@ class LocalConnection:
             self._running.discard(proc)
             sel.close()
             for f in (proc.stdin, proc.stdout, proc.stderr):
-                f.close()
+                if f is not None:
+                    f.close()
         return Result(proc.returncode, out.text(), err.text())
 
     def put(self, local: Path, remote: str) -> int:
-        tmp = f"{remote}.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, remote)
-        n = Path(remote).stat().st_size
+        n = atomic_upload(local, remote, lambda tmp: shutil.copyfile(local, tmp), os.replace)
+        log.debug("%s: copied %s -> %s (%d bytes)", self.name, Path(local).name, remote, n)
         self.bytes_uploaded += n
         return n
 

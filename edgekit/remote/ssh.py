@@ -1,20 +1,21 @@
 """SSH boards over paramiko: verified host keys, keys/agent auth, quoted commands, atomic SFTP uploads."""
 from __future__ import annotations
 
+import logging
 import getpass
-import os
 import select
-import socket
 import time
-import uuid
+
 from pathlib import Path
 
 import paramiko
 
 from ..errors import ConnectError, ProfileTimeout, RemoteError, TrustError
-from .base import Output, Result, quote_argv
+from .base import Output, Result, atomic_upload, quote_argv
 from .known_hosts import KnownHosts, load as load_known_hosts
 
+
+log = logging.getLogger("edgekit.remote")
 
 class _UnknownHost(Exception):
     def __init__(self, hostname: str, key):
@@ -70,6 +71,7 @@ class SSHConnection:
         self._channels: set = set()  # commands running now (killed on timeout and close)
         self.known_hosts = Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
         where = f"{self.user}@{host}:{port}"
+        log.debug("%s: connecting to %s (known_hosts %s)", name, where, self.known_hosts)
         client = paramiko.SSHClient()
         known = KnownHosts()
         if self.known_hosts.exists():
@@ -86,14 +88,16 @@ class SSHConnection:
                              f"'identity' in boards.yaml or --identity)")
         password = getpass.getpass(f"password for {where}: ") if ask_password else None
         try:
-            client.connect(host, port=port, username=self.user, key_filename=str(Path(identity).expanduser()) if identity else None, password=password,
+            client.connect(host, port=port, username=self.user, password=password,
+                           key_filename=str(Path(identity).expanduser()) if identity else None,
                            allow_agent=True, look_for_keys=identity is None, timeout=timeout,
                            banner_timeout=timeout, auth_timeout=timeout)
         except _UnknownHost as e:
             client.close()
             raise TrustError(
                 f"board {name}: host {e.hostname} is not in {self.known_hosts} (its {e.key.get_name()} key is "
-                f"{fingerprint(e.key)}); check that fingerprint, then rerun with --accept-new-host to record it") from None
+                f"{fingerprint(e.key)}); check that fingerprint, then rerun with --accept-new-host to record it"
+            ) from None
         except _Revoked as e:
             client.close()
             raise TrustError(f"board {name}: REVOKED HOST KEY for {e.hostname} ({e.key.get_name()} "
@@ -117,7 +121,7 @@ class SSHConnection:
             raise TrustError(f"board {name}: authentication failed for {where}: no key to offer (set 'identity' "
                              f"in boards.yaml or --identity, load the key into ssh-agent, or use --ask-password)"
                              ) from None
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as e:
+        except (TimeoutError, OSError, EOFError) as e:
             client.close()
             raise ConnectError(f"board {name}: cannot connect to {where}: {e or type(e).__name__}") from None
         self.client = client
@@ -125,8 +129,12 @@ class SSHConnection:
     # -- commands ---------------------------------------------------------------------------------
     def run(self, argv: list[str], timeout: float | None = None, on_line=None) -> Result:
         command = quote_argv(argv)
+        log.debug("%s: exec %s", self.name, command)
         try:
-            chan = self.client.get_transport().open_session()
+            transport = self.client.get_transport()
+            if transport is None:
+                raise EOFError("no transport")
+            chan = transport.open_session()
             self._channels.add(chan)
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as e:
@@ -139,9 +147,7 @@ class SSHConnection:
                     out.feed(chan.recv(65536))
                 elif chan.recv_stderr_ready():
                     err.feed(chan.recv_stderr(65536))
-                elif chan.exit_status_ready() or chan.closed:
-                    break
-                elif not self.client.get_transport().is_active():
+                elif chan.exit_status_ready() or chan.closed or not transport.is_active():
                     break
                 else:
                     wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
@@ -181,13 +187,12 @@ class SSHConnection:
         return self._sftp
 
     def put(self, local: Path, remote: str) -> int:
-        tmp = f"{remote}.tmp-{uuid.uuid4().hex[:8]}"
+        sftp = self.sftp
         try:
-            self.sftp.put(str(local), tmp)
-            self.sftp.posix_rename(tmp, remote)
+            n = atomic_upload(local, remote, lambda tmp: sftp.put(str(local), tmp), sftp.posix_rename)
+            log.debug("%s: uploaded %s -> %s (%d bytes)", self.name, Path(local).name, remote, n)
         except (OSError, paramiko.SSHException, EOFError) as e:
             raise RemoteError(f"board {self.name}: upload of {Path(local).name} failed ({e})") from None
-        n = os.path.getsize(local)
         self.bytes_uploaded += n
         return n
 
@@ -229,7 +234,7 @@ class SSHConnection:
             m.add_boolean(False)
             m.add_string("KILL")
             chan.transport._send_user_message(m)
-        except Exception:  # noqa: BLE001 - the connection may already be gone
+        except Exception:
             pass
         chan.close()
 
