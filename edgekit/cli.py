@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, EdgekitError
+from .profiles import DELEGATES
 
 
 def _print_json(obj) -> None:
@@ -69,7 +70,8 @@ def cmd_inspect(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    run_demo(Path(args.out))
+    _manifests, summary = run_demo(Path(args.out))
+    print(summary)
     return 0
 
 
@@ -309,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--python", help="Python on --host boards (default python3)")
     how = s.add_argument_group("how")
     how.add_argument("--threads", type=_int_list, help="thread counts, e.g. 1,4 (default: the profile's)")
-    how.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "none", "edgetpu", "gpu"))
+    how.add_argument("--delegate", default="xnnpack", choices=DELEGATES)
     how.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
     how.add_argument("--runs", type=int, default=100, help="counted runs, at least (default 100)")
     how.add_argument("--min-seconds", type=float, default=0.0,

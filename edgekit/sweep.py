@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, OptimizationError
-from .optimize.steps import Cluster, Filters, Prune, Qat
+from .optimize.steps import Cluster, Filters, Prune, Qat, default_of
 from .profiles import DeviceProfile, QuantMode, Recipe, load_profile
 from .record import parse, rule
 from .schema import read_yaml
@@ -29,10 +29,11 @@ def _num(v) -> bool:
 
 @dataclass(frozen=True)
 class GridEpochs:
-    prune: int = rule(4, minimum=1)
-    cluster: int = rule(3, minimum=1)
-    qat: int = rule(3, minimum=1)
-    filters: int = rule(6, minimum=1)
+    """Fine-tune epochs per step; the defaults are the steps' own."""
+    prune: int = rule(default_of(Prune, "epochs"), minimum=1)
+    cluster: int = rule(default_of(Cluster, "epochs"), minimum=1)
+    qat: int = rule(default_of(Qat, "epochs"), minimum=1)
+    filters: int = rule(default_of(Filters, "epochs"), minimum=1)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,11 @@ class Step:
         return dataclasses.replace(self, **changes, given={**self.given, **changes})
 
 
+def default_of(record: type, name: str) -> Any:
+    """A step setting's declared default (for other records that offer the same setting)."""
+    return next(f.default for f in dataclasses.fields(record) if f.name == name)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Prune(Step):
     """Magnitude pruning (TF-MOT), uniform, sensitivity-allocated per layer, or 2:4."""
