@@ -28,6 +28,8 @@ def _eligible(layer, clusters: int) -> bool:
 
 def _wrap(model, cfg: Cluster, preserve_sparsity: bool):
     from .._tf import keras, tfmot
+    from .train import reseed
+    reseed()  # k-means++ initial centroids
     cl = tfmot.clustering.keras
     init = getattr(cl.CentroidInitialization, _INIT[cfg.init])
     n = int(cfg.clusters)

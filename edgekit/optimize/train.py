@@ -24,6 +24,17 @@ def _has_tfmot_wrappers(model) -> bool:
     return any(type(layer).__module__.startswith("tensorflow_model_optimization") for layer in model.layers)
 
 
+SEED = 0
+
+
+def reseed(seed: int = SEED) -> None:
+    """Every random choice of a step (clustering's initial centroids, shuffling, dropout, initial weights of new
+    layers) starts from the same seed, so the same recipe on the same model and data gives the same .tflite bytes in
+    any process, on any executor (local, --jobs, Ray)."""
+    from .._tf import keras
+    keras.utils.set_random_seed(seed)
+
+
 def fine_tune(model, data: Dataset, epochs: int, lr: float, callbacks=(), probabilities: bool | None = None,
               teacher=None, distill: Distill | None = None) -> dict:
     """Fit `model` in place; returns {"train_accuracy", "val_accuracy", "epochs_run"}.
@@ -32,6 +43,7 @@ def fine_tune(model, data: Dataset, epochs: int, lr: float, callbacks=(), probab
     held-out accuracy (restoring the best weights).  TF-MOT-wrapped models run every epoch: restoring earlier
     weights would undo the pruning schedule."""
     from .._tf import keras
+    reseed()
     probs = outputs_probabilities(model) if probabilities is None else probabilities
     one_hot = data.labels.ndim == 2
     rng = np.random.default_rng(0)
