@@ -102,7 +102,19 @@ def cmd_profile(args) -> int:
     from .profiling.scheduler import Options
     if not (args.board or args.all_boards or args.host):
         raise ConfigError("say where to profile: --board NAME (e.g. --board local), --all-boards, or --host")
-    res = profile(args.models, _boards_from_args(args), threads=args.threads, repeat=args.repeat,
+    models = list(args.models)
+    if args.ops:  # every op of each model as a model of its own, profiled with it
+        from .predict import record_ops
+        from .store import Store
+        st = Store(args.store)
+        for m in args.models:
+            files, ops = record_ops(st, m)
+            models += [f for f in files if f not in models]
+            for o in ops:
+                if o.why:
+                    print(f"edgekit: warning: {m}: op {o.index} {o.op}: {o.why}", file=sys.stderr)
+        st.close()
+    res = profile(models, _boards_from_args(args), threads=args.threads, repeat=args.repeat,
                   settings=Settings(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
                                     delegate=args.delegate), input_path=args.input,
                   options=Options(store=args.store, force=args.force, timeout=args.timeout, retries=args.retries,
@@ -148,7 +160,30 @@ def cmd_table(args) -> int:
     from .latency_table import render
     from .store import Store
     store = Store(args.store, create=False)
+    if args.ops:
+        from .op_report import ops_table
+        print(ops_table(store, args.ops, args.board, args.format))
+        return 0
     print(render(store.rows(board=args.board), args.format))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .flatbuffer import read_model
+    from .predict import predict
+    from .store import Store
+    read_model(args.model)  # a corrupt file: one line
+    p = predict(Store(args.store, create=False), args.model, args.board, args.threads, args.delegate)
+    if not any(e.how != "missing" for e in p.ops):
+        raise ConfigError(f"no per-op latencies for board {args.board} with {args.threads} thread(s): run "
+                          f"`edgekit profile --ops MODEL... --board {args.board}` on some models first")
+    if args.json:
+        _print_json(p.to_dict())
+        return 0
+    print(f"{Path(args.model).name} on {args.board} t{args.threads}: predicted p50 {p.ms:.3g} ms "
+          f"(ops {p.ops_ms:.3g} ms + overhead {p.overhead_ms:.3g} ms fitted on {p.overhead_from} models)")
+    print(f"from measured op signatures: {p.measured_share:.0%} of the ops' time; scaled from a similar op: "
+          f"{p.scaled_share:.0%}" + (f"; no estimate for {', '.join(p.missing)}" if p.missing else ""))
     return 0
 
 
@@ -304,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     where = s.add_argument_group("where")
     where.add_argument("--board", action="append", help="board name from boards.yaml, or 'local' (repeatable)")
     where.add_argument("--all-boards", action="store_true", help="every board in boards.yaml")
+    s.add_argument("--ops", action="store_true", help="also each op alone (single-op models cut from each MODEL, "
+                   "stored beside the store): per-op latencies for `table --ops` and `predict`")
     where.add_argument("--boards", help="board inventory (default ./boards.yaml)")
     where.add_argument("--host", action="append", help="ad-hoc board user@host[:port] or ~/.ssh/config alias")
     where.add_argument("--profile", help="device profile of --host boards")
@@ -341,7 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store")
     s.add_argument("--board")
     s.add_argument("--format", default="table", choices=("table", "md", "csv", "json"))
+    s.add_argument("--ops", metavar="MODEL", help="per op of MODEL (profiled with `profile --ops`): latency, share "
+                   "of the whole, the Keras layer it came from")
     s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("predict", help="predict a model's latency on a board from its per-op latency table")
+    s.add_argument("model", metavar="MODEL", help=".tflite file")
+    s.add_argument("--board", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--delegate", default="xnnpack", choices=DELEGATES)
+    s.add_argument("--store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("select", help="per board or device: the Pareto front and the best variant under a budget")
     target = s.add_mutually_exclusive_group(required=True)

@@ -14,6 +14,8 @@ def build(rows: list[dict]) -> tuple[list[str], list[str], dict]:
     """(model labels, column labels, {(model, column): cell dict}) from ok store rows."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
+        if r["model_name"].startswith("op-"):  # single-op models: `edgekit table --ops MODEL` shows them
+            continue
         where = Path(r["manifest_path"]).parent.name if r.get("manifest_path") else r["model_sha256"][:8]
         model = f"{r['model_name']} ({where})"
         col = f"{r['board']} t{r['threads']}" + ("" if r["delegate"] == "xnnpack" else f" {r['delegate']}") + (

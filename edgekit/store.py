@@ -7,6 +7,8 @@ import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 from typing import Literal, get_args, get_origin, get_type_hints
 
 from .errors import StoreError
@@ -62,12 +64,26 @@ class Measurement:
         return asdict(self)
 
 
+@dataclass(kw_only=True)
+class OpRow:
+    """One op of a profiled model (`profile --ops`): its signature and the single-op model that times it."""
+    source_sha256: str  # the model it was cut from
+    op_index: int  # its place in that model's execution order
+    sig_key: str  # sha256 of the signature: ops with the same key cost the same on a board
+    op: str
+    version: int
+    signature: dict  # op, version, shapes, dtypes, quantization kind, options (JSON in the store)
+    layer: str | None = None  # the Keras layer it came from, where tensor names tell
+    model_sha256: str | None = None  # the single-op model (its measurements are ordinary rows); None: not cuttable
+    why: str | None = None  # why it cannot be timed alone
+
+
 _SQL = {str: "TEXT", int: "INTEGER", float: "REAL", list: "TEXT", dict: "TEXT"}
-JSON_COLUMNS = ("latencies_ms", "fingerprint")
+JSON_COLUMNS = ("latencies_ms", "fingerprint", "signature")
 
 
-def _column(f: dataclasses.Field) -> str:
-    hint = get_type_hints(Measurement)[f.name]
+def _column(f: dataclasses.Field, record: type | None = None) -> str:
+    hint = get_type_hints(record or Measurement)[f.name]
     args = [a for a in get_args(hint) if a is not type(None)]
     nullable = type(None) in get_args(hint)
     base = args[0] if nullable else hint
@@ -84,7 +100,11 @@ COLUMNS = tuple(f.name for f in dataclasses.fields(Measurement))
 SCHEMA = ("CREATE TABLE IF NOT EXISTS measurements (\n    id INTEGER PRIMARY KEY,\n    "
           + ",\n    ".join(_column(f) for f in dataclasses.fields(Measurement)) + "\n);\n"
           "CREATE INDEX IF NOT EXISTS measurements_key ON measurements (settings_key, status);\n"
-          "CREATE INDEX IF NOT EXISTS measurements_board ON measurements (board, status);\n")
+          "CREATE INDEX IF NOT EXISTS measurements_board ON measurements (board, status);\n"
+          "CREATE TABLE IF NOT EXISTS ops (\n    "
+          + ",\n    ".join(_column(f, OpRow) for f in dataclasses.fields(OpRow))
+          + ",\n    UNIQUE (source_sha256, op_index)\n);\n"
+          "CREATE INDEX IF NOT EXISTS ops_sig ON ops (sig_key);\n")
 # Columns added after the first release, with the value rows of older stores have: such stores open as they are
 # (read-only ones read the default; writable ones gain the column).
 ADDED = {"emulated": 0}
@@ -183,6 +203,43 @@ class Store:
                                       f"({','.join('?' * len(ids))})", list(ids)):
             out += json.loads(raw) if raw else []
         return out
+
+    def add_ops(self, rows: list[OpRow]) -> None:
+        """Record a model's ops (again: replaced)."""
+        cols = [f.name for f in dataclasses.fields(OpRow)]
+        values = [[json.dumps(v) if isinstance(v, dict) else v for v in (getattr(r, c) for c in cols)] for r in rows]
+        try:
+            with self.db:
+                self.db.executemany(f"INSERT OR REPLACE INTO ops ({', '.join(cols)}) VALUES "
+                                    f"({', '.join('?' for _ in cols)})", values)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {self.path}: cannot write ({e})") from e
+
+    def _has_ops(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ops'").fetchone() is not None
+
+    def ops_of(self, source_sha256: str) -> list[OpRow]:
+        if not self._has_ops():
+            return []
+        rows = self.db.execute("SELECT * FROM ops WHERE source_sha256 = ? ORDER BY op_index", (source_sha256,))
+        return [OpRow(**{**dict(r), "signature": json.loads(r["signature"])}) for r in rows]
+
+    def op_latencies(self, board: str, threads: int, delegate: str = "xnnpack") -> dict[str, dict]:
+        """The per-op latency table of one board configuration: sig_key -> {p50_ms, signature, op, runs}
+        (the median over every measurement of every single-op model with that signature)."""
+        if not self._has_ops():
+            return {}
+        rows = self.db.execute(
+            "SELECT o.sig_key, o.op, o.signature, m.p50_ms, m.n_runs FROM ops o JOIN measurements m "
+            "ON m.model_sha256 = o.model_sha256 WHERE m.status = 'ok' AND m.board = ? AND m.threads = ? "
+            "AND m.delegate = ? AND m.p50_ms IS NOT NULL", (board, threads, delegate))
+        grouped: dict[str, dict] = {}
+        for key, op, sig, p50, n in rows:
+            e = grouped.setdefault(key, {"op": op, "signature": json.loads(sig), "p50s": [], "runs": 0})
+            e["p50s"].append(p50)
+            e["runs"] += n or 0
+        return {k: {"op": e["op"], "signature": e["signature"], "runs": e["runs"],
+                    "p50_ms": float(np.median(e["p50s"]))} for k, e in grouped.items()}
 
     def close(self) -> None:
         self.db.close()

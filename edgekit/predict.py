@@ -1,0 +1,158 @@
+"""Per-op latency tables and the latency predictor (no TensorFlow).
+
+`record_ops` cuts a model into single-op models (edgekit/ops.py), writes them content-addressed beside the store and
+records each op's signature in the store's `ops` table; profiling those files is ordinary profiling (batched,
+cached, resumable).  `predict` sums, for a model never run on the board, the latency of each of its ops from the
+board's table (by signature; an op whose signature was never measured is scaled from the closest measured op of the
+same kind, and says so) plus the board's per-model overhead, fitted on the models measured both whole and op by op.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .flatbuffer import read_model
+from .ops import OpModel, cut
+from .store import OpRow, Store
+
+
+def ops_folder(store: Store) -> Path:
+    return Path(store.path).resolve().parent / "edgekit-ops"
+
+
+def record_ops(store: Store, model_path: str | Path) -> tuple[list[Path], list[OpModel]]:
+    """Cut `model_path` into single-op models (written once, by content, as op-<sha256>.tflite) and record its ops;
+    returns the files to profile and every op (with why an op cannot be timed alone)."""
+    raw = Path(model_path).read_bytes()
+    source = read_model(model_path).sha256
+    folder = ops_folder(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    ops = cut(raw)
+    rows, files = [], []
+    for o in ops:
+        sha = None
+        if o.model is not None:
+            sha = hashlib.sha256(o.model).hexdigest()
+            f = folder / f"op-{sha}.tflite"
+            if not f.exists():
+                tmp = f.with_suffix(".tmp")
+                tmp.write_bytes(o.model)
+                tmp.replace(f)
+            if f not in files:
+                files.append(f)
+        rows.append(OpRow(source_sha256=source, op_index=o.index, sig_key=o.sig_key, op=o.op, version=o.version,
+                          signature=o.signature, layer=o.layer, model_sha256=sha, why=o.why))
+    store.add_ops(rows)
+    return files, ops
+
+
+def _cost(sig: dict) -> float:
+    """A size measure to scale latencies between ops of one kind: MACs for conv / depthwise / fully connected,
+    output elements for the rest."""
+    outs = [t for t in sig["outputs"] if t]
+    n_out = float(sum(np.prod(t["shape"]) if t["shape"] else 1 for t in outs)) or 1.0
+    ins = [t for t in sig["inputs"] if t]
+    if sig["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV") and len(ins) >= 2:
+        w = ins[1]["shape"]
+        per_out = float(np.prod(w[1:])) if sig["op"] != "DEPTHWISE_CONV_2D" else float(np.prod(w[1:3]))
+        return n_out * max(per_out, 1.0)
+    return n_out
+
+
+def _kind(sig: dict) -> str:
+    """Ops of one kind differ only in sizes: same op, version, dtypes, quantization and options but shapes."""
+    strip = {k: v for k, v in sig["options"].items()}
+    return json.dumps([sig["op"], sig["version"], [(t or {}).get("dtype") for t in sig["inputs"]],
+                       [(t or {}).get("quant") for t in sig["inputs"]], strip], sort_keys=True)
+
+
+@dataclass
+class OpEstimate:
+    index: int
+    op: str
+    layer: str | None
+    ms: float
+    how: str  # "measured" (its signature is in the table), "scaled" (from the closest op of its kind), "missing"
+    from_ms: float | None = None
+
+
+@dataclass
+class Prediction:
+    model: str
+    board: str
+    threads: int
+    delegate: str
+    ms: float  # predicted p50: sum of ops + overhead
+    ops_ms: float
+    overhead_ms: float
+    overhead_from: int  # models the overhead was fitted on
+    measured_share: float  # of ops_ms
+    scaled_share: float
+    missing: list[str] = field(default_factory=list)
+    ops: list[OpEstimate] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+def fit_overhead(store: Store, board: str, threads: int, delegate: str, table: dict,
+                 exclude: str | None = None) -> tuple[float, float, int]:
+    """How a whole model relates to the sum of its ops timed alone, on this configuration: whole = a + k * sum.
+    Measured: each op alone runs ~10% slower than inside its model (its input arrives cold; the whole model keeps
+    activations in cache), which a constant per model cannot express.  Fitted (least squares) on the models
+    measured both whole and op by op, `exclude` left out; with one model, or one sum, k = whole / sum; (0, 1)
+    with none.  Returns (a, k, models)."""
+    pts = []
+    for r in store.rows(board=board, columns=("model_sha256", "threads", "delegate", "p50_ms")):
+        if r["threads"] != threads or r["delegate"] != delegate or r["p50_ms"] is None or \
+                r["model_sha256"] == exclude:
+            continue
+        ops = store.ops_of(r["model_sha256"])
+        if ops and all(o.sig_key in table for o in ops):
+            pts.append((sum(table[o.sig_key]["p50_ms"] for o in ops), r["p50_ms"]))
+    if not pts:
+        return 0.0, 1.0, 0
+    sums = np.array([p[0] for p in pts])
+    whole = np.array([p[1] for p in pts])
+    if len(pts) >= 2 and np.ptp(sums) > 0.05 * float(np.max(sums)):
+        k, a = np.polyfit(sums, whole, 1)
+        return float(a), float(k), len(pts)
+    return 0.0, float(np.median(whole / sums)), len(pts)
+
+
+def predict(store: Store, model_path: str | Path, board: str, threads: int = 1,
+            delegate: str = "xnnpack", exclude_self: bool = False) -> Prediction:
+    """`exclude_self`: the model's own whole-model measurements do not enter the overhead fit (to test the
+    predictor on a model whose ops are in the table)."""
+    table = store.op_latencies(board, threads, delegate)
+    by_kind: dict[str, list[tuple[float, float]]] = {}
+    for e in table.values():
+        by_kind.setdefault(_kind(e["signature"]), []).append((_cost(e["signature"]), e["p50_ms"]))
+    estimates, missing = [], []
+    for o in cut(Path(model_path).read_bytes()):
+        if o.sig_key in table:
+            estimates.append(OpEstimate(o.index, o.op, o.layer, table[o.sig_key]["p50_ms"], "measured"))
+            continue
+        near = by_kind.get(_kind(o.signature))
+        if near:
+            cost = _cost(o.signature)
+            c, ms = min(near, key=lambda cm: abs(np.log(cm[0] / cost)))
+            estimates.append(OpEstimate(o.index, o.op, o.layer, ms * cost / c, "scaled", ms))
+        else:
+            estimates.append(OpEstimate(o.index, o.op, o.layer, 0.0, "missing"))
+            missing.append(f"{o.index}:{o.op}")
+    ops_ms = sum(e.ms for e in estimates)
+    a, k, n = fit_overhead(store, board, threads, delegate, table,
+                           exclude=read_model(model_path).sha256 if exclude_self else None)
+    overhead = a + (k - 1.0) * ops_ms  # whole = a + k * sum of ops
+    measured = sum(e.ms for e in estimates if e.how == "measured")
+    scaled = sum(e.ms for e in estimates if e.how == "scaled")
+    return Prediction(model=str(model_path), board=board, threads=threads, delegate=delegate,
+                      ms=max(0.0, ops_ms + overhead), ops_ms=ops_ms, overhead_ms=overhead, overhead_from=n,
+                      measured_share=measured / ops_ms if ops_ms else 0.0,
+                      scaled_share=scaled / ops_ms if ops_ms else 0.0, missing=missing, ops=estimates)

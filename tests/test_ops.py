@@ -1,0 +1,113 @@
+"""Per-op latency: single-op models cut from real models, `profile --ops`, `table --ops` and `predict`."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+
+def _run_full(model_bytes: bytes, x: np.ndarray):
+    from ai_edge_litert.interpreter import Interpreter
+    from edgekit.validate import quantize_input
+    it = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], quantize_input(x, d))
+    it.invoke()
+    return it
+
+
+@pytest.mark.parametrize("variant", ["int8", "fp32", "dynamic"])
+def test_each_single_op_model_computes_what_the_op_computes_inside_the_model(rpi4_manifest, digits_data, variant):
+    from ai_edge_litert.interpreter import Interpreter
+    from edgekit.data import load_data
+    from edgekit.ops import cut
+    raw = (rpi4_manifest[1] / f"{variant}.tflite").read_bytes()
+    x = load_data(digits_data[1]).x[:1]
+    full = _run_full(raw, x)
+    ops = cut(raw)
+    assert len(ops) >= 5 and all(o.model is not None for o in ops)
+    assert {o.layer for o in ops} >= {"conv1", "conv2", "fc1", "fc2"}  # from the tensor names
+    non_constant = _non_constant(raw)
+    for o in ops:
+        it = Interpreter(model_content=o.model)
+        it.allocate_tensors()
+        details = it.get_input_details()
+        # the single-op model's inputs are the op's non-constant inputs, in order; constants travel inside it
+        variable = [i for i in o.inputs if i >= 0 and i in non_constant]
+        assert len(variable) == len(details) >= 1, (o.index, o.op)
+        for d, i in zip(details, variable):
+            it.set_tensor(d["index"], full.get_tensor(i))
+        it.invoke()
+        got = it.get_tensor(it.get_output_details()[0]["index"])
+        want = full.get_tensor(o.outputs[0])
+        if np.issubdtype(want.dtype, np.integer):
+            assert np.array_equal(got, want), (o.index, o.op)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{o.index} {o.op}")
+
+
+def _non_constant(raw: bytes) -> set[int]:
+    from ai_edge_litert import schema_py_generated as fb
+    m = fb.ModelT.InitFromPackedBuf(bytearray(raw), 0)
+    sub = m.subgraphs[0]
+    return {i for i, t in enumerate(sub.tensors) if not (t.buffer and m.buffers[t.buffer].data is not None
+                                                         and len(m.buffers[t.buffer].data))}
+
+
+@pytest.fixture(scope="module")
+def convnets(tmp_path_factory):
+    """Three float CNNs of one family at different widths (ms-scale ops), converted by the real converter."""
+    from edgekit._tf import keras, tf
+    out = tmp_path_factory.mktemp("convnets")
+    paths = []
+    for width in (24, 40, 56):
+        keras.utils.set_random_seed(width)
+        i = keras.Input((40, 40, 3))
+        h = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(i)
+        h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
+        h = keras.layers.Conv2D(width * 2, 1, activation="relu")(h)
+        h = keras.layers.MaxPooling2D()(h)
+        h = keras.layers.Conv2D(width * 2, 3, padding="same", activation="relu")(h)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        model = keras.Model(i, keras.layers.Dense(10, activation="softmax")(h))
+        p = out / f"net{width}.tflite"
+        p.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+        paths.append(p)
+    return paths
+
+
+def test_predict_from_the_op_table_is_within_15_percent_of_a_fresh_measurement(convnets, tmp_path):
+    store = tmp_path / "ops.db"
+    proc = run_cli("profile", *convnets, "--ops", "--board", "local", "--threads", "1", "--runs", "200",
+                   "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    table = run_cli("table", "--ops", convnets[0], "--store", store, "--format", "json")
+    assert table.returncode == 0, table.stderr
+    t = json.loads(table.stdout)
+    assert [o["op"] for o in t["ops"]][:3] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"]
+    assert all(o["p50_ms"]["local t1"] > 0 for o in t["ops"]) and t["whole_ms"]["local t1"] > 0
+    assert "conv2d" in (t["ops"][0]["layer"] or "")
+    from edgekit.predict import predict
+    from edgekit.store import Store
+    for net in convnets:
+        p = predict(Store(store), net, "local", 1, exclude_self=True)  # its own whole-model time is not used
+        assert p.measured_share == 1.0 and not p.missing and p.overhead_from == 2
+        fresh = run_cli("profile", net, "--board", "local", "--threads", "1", "--runs", "200", "--force",
+                        "--store", tmp_path / "fresh.db", "--json")
+        measured = json.loads(fresh.stdout)["measurements"][0]["p50_ms"]
+        assert abs(p.ms - measured) / measured <= 0.15, (net.name, p.ms, measured)
+    cli = run_cli("predict", convnets[1], "--board", "local", "--store", store, "--json")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["ms"] > 0
+
+
+def test_predict_needs_a_table_and_a_real_model(convnets, tmp_path):
+    (tmp_path / "bad.tflite").write_bytes(b"not a model")
+    assert_one_line_error(run_cli("predict", tmp_path / "bad.tflite", "--board", "local", "--store",
+                                  tmp_path / "none.db"), "bad.tflite")
+    run_cli("profile", convnets[0], "--board", "local", "--threads", "1", "--runs", "5", "--store",
+            tmp_path / "plain.db")
+    assert_one_line_error(run_cli("predict", convnets[0], "--board", "local", "--store", tmp_path / "plain.db"),
+                          "profile --ops")
