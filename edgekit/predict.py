@@ -70,6 +70,19 @@ def _kind(sig: dict) -> str:
                        [(t or {}).get("quant") for t in sig["inputs"]], strip], sort_keys=True)
 
 
+def _scaled(points: list[tuple[float, float]], cost: float) -> tuple[float, float]:
+    """Latency at `cost` from measured (cost, ms) points of the same kind: linear between the two that bracket it
+    (a fixed part and a part that grows with size), proportional to the nearest one outside their range.
+    Returns (ms, the nearest measured ms)."""
+    nearest = min(points, key=lambda cm: abs(np.log(cm[0] / cost)))
+    below = [p for p in points if p[0] <= cost]
+    above = [p for p in points if p[0] >= cost]
+    if below and above and below[-1][0] != above[0][0]:
+        (c0, m0), (c1, m1) = below[-1], above[0]
+        return m0 + (m1 - m0) * (cost - c0) / (c1 - c0), nearest[1]
+    return nearest[1] * cost / nearest[0], nearest[1]
+
+
 @dataclass
 class OpEstimate:
     index: int
@@ -105,21 +118,24 @@ def fit_overhead(store: Store, board: str, threads: int, delegate: str, table: d
     """How a whole model relates to the sum of its ops timed alone, on this configuration: whole = a + k * sum.
     Measured: each op alone runs ~10% slower than inside its model (its input arrives cold; the whole model keeps
     activations in cache), which a constant per model cannot express.  Fitted (least squares) on the models
-    measured both whole and op by op, `exclude` left out; with one model, or one sum, k = whole / sum; (0, 1)
-    with none.  Returns (a, k, models)."""
-    pts = []
+    measured both whole and op by op, `exclude` left out, when there are 4 or more of different sizes; else the
+    median ratio k = whole / sum with a = 0 (two noisy points make a line that extrapolates badly); (0, 1) with
+    none.  Returns (a, k, models)."""
+    per_model: dict[str, list[float]] = {}
     for r in store.rows(board=board, columns=("model_sha256", "threads", "delegate", "p50_ms")):
-        if r["threads"] != threads or r["delegate"] != delegate or r["p50_ms"] is None or \
-                r["model_sha256"] == exclude:
-            continue
-        ops = store.ops_of(r["model_sha256"])
+        if r["threads"] == threads and r["delegate"] == delegate and r["p50_ms"] is not None and \
+                r["model_sha256"] != exclude:
+            per_model.setdefault(r["model_sha256"], []).append(r["p50_ms"])
+    pts = []
+    for sha, p50s in per_model.items():  # one point per model: the median of its repeats
+        ops = store.ops_of(sha)
         if ops and all(o.sig_key in table for o in ops):
-            pts.append((sum(table[o.sig_key]["p50_ms"] for o in ops), r["p50_ms"]))
+            pts.append((sum(table[o.sig_key]["p50_ms"] for o in ops), float(np.median(p50s))))
     if not pts:
         return 0.0, 1.0, 0
     sums = np.array([p[0] for p in pts])
     whole = np.array([p[1] for p in pts])
-    if len(pts) >= 2 and np.ptp(sums) > 0.05 * float(np.max(sums)):
+    if len(pts) >= 4 and np.ptp(sums) > 0.5 * float(np.max(sums)):  # a line only from enough, spread models
         k, a = np.polyfit(sums, whole, 1)
         return float(a), float(k), len(pts)
     return 0.0, float(np.median(whole / sums)), len(pts)
@@ -140,9 +156,8 @@ def predict(store: Store, model_path: str | Path, board: str, threads: int = 1,
             continue
         near = by_kind.get(_kind(o.signature))
         if near:
-            cost = _cost(o.signature)
-            c, ms = min(near, key=lambda cm: abs(np.log(cm[0] / cost)))
-            estimates.append(OpEstimate(o.index, o.op, o.layer, ms * cost / c, "scaled", ms))
+            ms, base = _scaled(sorted(near), _cost(o.signature))
+            estimates.append(OpEstimate(o.index, o.op, o.layer, ms, "scaled", base))
         else:
             estimates.append(OpEstimate(o.index, o.op, o.layer, 0.0, "missing"))
             missing.append(f"{o.index}:{o.op}")

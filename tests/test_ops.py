@@ -62,9 +62,9 @@ def convnets(tmp_path_factory):
     from edgekit._tf import keras, tf
     out = tmp_path_factory.mktemp("convnets")
     paths = []
-    for width in (24, 40, 56):
+    for width in (32, 48, 64):
         keras.utils.set_random_seed(width)
-        i = keras.Input((40, 40, 3))
+        i = keras.Input((64, 64, 3))
         h = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(i)
         h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
         h = keras.layers.Conv2D(width * 2, 1, activation="relu")(h)
@@ -80,8 +80,9 @@ def convnets(tmp_path_factory):
 
 def test_predict_from_the_op_table_is_within_15_percent_of_a_fresh_measurement(convnets, tmp_path):
     store = tmp_path / "ops.db"
-    proc = run_cli("profile", *convnets, "--ops", "--board", "local", "--threads", "1", "--runs", "200",
-                   "--store", store)
+    # three repeats of at least 0.5 s each, spread over the run: this shared machine's speed drifts over minutes
+    proc = run_cli("profile", *convnets, "--ops", "--board", "local", "--threads", "1", "--runs", "100",
+                   "--min-seconds", "0.5", "--repeat", "3", "--store", store)
     assert proc.returncode == 0, proc.stderr
     table = run_cli("table", "--ops", convnets[0], "--store", store, "--format", "json")
     assert table.returncode == 0, table.stderr
@@ -89,14 +90,19 @@ def test_predict_from_the_op_table_is_within_15_percent_of_a_fresh_measurement(c
     assert [o["op"] for o in t["ops"]][:3] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"]
     assert all(o["p50_ms"]["local t1"] > 0 for o in t["ops"]) and t["whole_ms"]["local t1"] > 0
     assert "conv2d" in (t["ops"][0]["layer"] or "")
+    from edgekit.flatbuffer import read_model
     from edgekit.predict import predict
     from edgekit.store import Store
+    st = Store(store)
+    whole: dict[str, list[float]] = {}
+    for r in st.rows(board="local", columns=("model_sha256", "p50_ms")):
+        whole.setdefault(r["model_sha256"], []).append(r["p50_ms"])
     for net in convnets:
-        p = predict(Store(store), net, "local", 1, exclude_self=True)  # its own whole-model time is not used
+        # the model's own whole-model times are left out of the fit: they are the fresh measurement the prediction
+        # is judged against, taken in the same run as the op table
+        p = predict(st, net, "local", 1, exclude_self=True)
         assert p.measured_share == 1.0 and not p.missing and p.overhead_from == 2
-        fresh = run_cli("profile", net, "--board", "local", "--threads", "1", "--runs", "200", "--force",
-                        "--store", tmp_path / "fresh.db", "--json")
-        measured = json.loads(fresh.stdout)["measurements"][0]["p50_ms"]
+        measured = float(np.median(whole[read_model(net).sha256]))
         assert abs(p.ms - measured) / measured <= 0.15, (net.name, p.ms, measured)
     cli = run_cli("predict", convnets[1], "--board", "local", "--store", store, "--json")
     assert cli.returncode == 0, cli.stderr
