@@ -98,12 +98,15 @@ def variant_file(manifest_path: str | Path, variant: Variant, verify: bool = Tru
 
 
 def load_manifest(path: str | Path) -> Manifest:
+    from .record import parse
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        variants = [Variant(**v) for v in data.pop("variants")]
-        return Manifest(variants=variants, **data)
     except FileNotFoundError as e:
         raise ConfigError(f"manifest {path}: no such file") from e
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"manifest {path}: not an edgekit manifest ({type(e).__name__}: {e})") from e
+    try:  # validated against the same declaration that writes it
+        return parse(Manifest, data, f"manifest {path}")
+    except ConfigError as e:
+        raise ConfigError(f"not an edgekit manifest: {e}") from None

@@ -114,3 +114,19 @@ def test_verbose_prints_debug_lines_for_remote_commands(tmp_path, rpi4_manifest)
     lines = [ln for ln in loud.stderr.splitlines() if ln.startswith("edgekit: debug: [remote] local: exec ")]
     assert any("--batch" in ln for ln in lines) and any("--probe" in ln for ln in lines)
     assert json.loads(run_cli("table", "--store", tmp_path / "b.db", "--format", "json").stdout)
+
+
+def test_manifest_is_read_back_through_its_declaration(rpi4_manifest, tmp_path):
+    from edgekit.manifest import load_manifest
+    out = rpi4_manifest[1]
+    m = load_manifest(out / "manifest.json")
+    assert m.variants and all(type(v).__name__ == "Variant" for v in m.variants)
+    data = json.loads((out / "manifest.json").read_text())
+    data["variants"][0]["bytes"] = "many"
+    del data["created"]
+    bad = tmp_path / "manifest.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as e:
+        load_manifest(bad)
+    msg = str(e.value)
+    assert "'variants[0].bytes' must be an integer, got 'many'" in msg and "missing required key 'created'" in msg

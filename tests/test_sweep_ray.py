@@ -2,6 +2,7 @@
 127.0.0.1 (stopped at the end), against the local executor on the same grid."""
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,16 +26,22 @@ RAY = Path(sys.executable).with_name("ray")
 @pytest.fixture(scope="module")
 def cluster():
     tmp = tempfile.mkdtemp(prefix="ekray", dir="/tmp")  # short: Ray's unix sockets live under it
-    env = {**os.environ, "RAY_TMPDIR": tmp}
+    # the cluster's own auth token, for its nodes and drivers alike (whatever ~/.ray/auth_token holds)
+    token = Path(tmp) / "token"
+    token.write_text(secrets.token_hex(32) + "\n")
+    ours = {"RAY_TMPDIR": tmp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env = {**os.environ, **ours}
     port = free_port()
     common = ["--num-cpus", "1", "--disable-usage-stats"]
+
+    def ray(*args):
+        p = subprocess.run([RAY, *args, *common], env=env, capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, (args, (p.stdout + p.stderr)[-1500:])
     try:
-        subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                        "--include-dashboard=false", "--temp-dir", tmp, *common], check=True, env=env,
-                       capture_output=True, timeout=180)
-        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", *common], check=True, env=env,
-                       capture_output=True, timeout=180)  # a second node: the worker
-        yield {"address": f"127.0.0.1:{port}", "env": {"RAY_TMPDIR": tmp}}
+        ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--include-dashboard=false",
+            "--temp-dir", tmp)
+        ray("start", "--address", f"127.0.0.1:{port}")  # a second node: the worker
+        yield {"address": f"127.0.0.1:{port}", "env": ours}
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
         shutil.rmtree(tmp, ignore_errors=True)
