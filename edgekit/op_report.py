@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from statistics import median
 from pathlib import Path
 
 from .errors import ConfigError
@@ -28,7 +29,7 @@ def ops_table(store, model: str | Path, board: str | None = None, fmt: str = "ta
         cells = []
         for c in configs:
             v = lat.get((o.model_sha256, *c))
-            ms = sorted(v)[len(v) // 2] if v else None
+            ms = median(v) if v else None
             if ms is not None:
                 sums[c] += ms
             cells.append(ms)
@@ -40,7 +41,7 @@ def ops_table(store, model: str | Path, board: str | None = None, fmt: str = "ta
                         [f"{ms:.3g}" if ms is not None else ("n/a" if o.why else "-") for ms in cells])
     if fmt == "json":
         return json.dumps({"model": str(model), "ops": data, "sum_ms": dict(zip(cols, sums.values())),
-                           "whole_ms": {col: (sorted(w)[len(w) // 2] if w else None)
+                           "whole_ms": {col: (median(w) if w else None)
                                         for col, w in zip(cols, whole.values())}}, indent=2)
     first = sums[configs[0]] if configs else 0.0
     for row, d in zip(out_rows, data):  # the share of the ops' sum, in the first configuration
@@ -50,7 +51,7 @@ def ops_table(store, model: str | Path, board: str | None = None, fmt: str = "ta
     foot = []
     for col, c in zip(cols, configs):
         w = whole[c]
-        w_ms = sorted(w)[len(w) // 2] if w else None
+        w_ms = median(w) if w else None
         foot.append(f"{col}: sum of ops {sums[c]:.3g} ms" + (f", whole model {w_ms:.3g} ms (per-model overhead "
                                                                f"{w_ms - sums[c]:+.3g} ms)" if w_ms else ""))
     return text + "\n\n" + "\n".join(foot) + "\n(cells: p50 ms of the op alone; share: of the sum of ops, first column)"

@@ -402,7 +402,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
         variants = []
         for recipe in (r for r in chosen if r.name not in impossible):
             label = f"[{profile.name}] {recipe.name}"
-            kept = _reuse(recipe, previous, out, work)
+            kept = _reuse(recipe, previous, work)
             if kept is not None:
                 variants.append(kept)
                 log(f"{label}: reused  {kept.bytes:,} bytes from the previous run (same source model and recipe)")
@@ -449,15 +449,25 @@ def _plan(profile: DeviceProfile, recipes, max_drop: float | None) -> list[Recip
     return chosen
 
 
-def _reuse(recipe: Recipe, previous: dict, out: Path, work: Path) -> Variant | None:
-    """The variant a previous run built from the same source model and recipe settings, copied into `work`."""
+def previous_variant(recipe: Recipe, previous: dict) -> tuple[Variant, Path] | None:
+    """The (variant, file) of `previous` (see `_reusable`) built with this recipe's name and settings."""
     hit = previous.get(json.dumps(recipe.config(), sort_keys=True))
-    if hit is None or hit[0].name != recipe.name:
+    return hit if hit is not None and hit[0].name == recipe.name else None
+
+
+def variant_files(model_file: Path) -> list[Path]:
+    """A variant's files: the model and any Edge TPU compiler output beside it."""
+    return [model_file, *model_file.parent.glob(f"{model_file.stem}_edgetpu*")]
+
+
+def _reuse(recipe: Recipe, previous: dict, work: Path) -> Variant | None:
+    """The variant a previous run built from the same source model and recipe settings, copied into `work`."""
+    hit = previous_variant(recipe, previous)
+    if hit is None:
         return None
-    old, f = hit
-    for extra in [f, *out.glob(f"{f.stem}_edgetpu*")]:  # the model and any compiler output
-        shutil.copy2(extra, work / extra.name)
-    return old
+    for f in variant_files(hit[1]):
+        shutil.copy2(f, work / f.name)
+    return hit[0]
 
 
 def _recipe_failure(recipe: Recipe, e: Exception, keep_going: bool) -> dict:

@@ -65,9 +65,8 @@ def _cost(sig: dict) -> float:
 
 def _kind(sig: dict) -> str:
     """Ops of one kind differ only in sizes: same op, version, dtypes, quantization and options but shapes."""
-    strip = {k: v for k, v in sig["options"].items()}
     return json.dumps([sig["op"], sig["version"], [(t or {}).get("dtype") for t in sig["inputs"]],
-                       [(t or {}).get("quant") for t in sig["inputs"]], strip], sort_keys=True)
+                       [(t or {}).get("quant") for t in sig["inputs"]], sig["options"]], sort_keys=True)
 
 
 def _scaled(points: list[tuple[float, float]], cost: float) -> tuple[float, float]:

@@ -7,8 +7,7 @@ import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from statistics import median
 from typing import Literal, get_args, get_origin, get_type_hints
 
 from .errors import StoreError
@@ -239,7 +238,7 @@ class Store:
             e["p50s"].append(p50)
             e["runs"] += n or 0
         return {k: {"op": e["op"], "signature": e["signature"], "runs": e["runs"],
-                    "p50_ms": float(np.median(e["p50s"]))} for k, e in grouped.items()}
+                    "p50_ms": float(median(e["p50s"]))} for k, e in grouped.items()}
 
     def close(self) -> None:
         self.db.close()

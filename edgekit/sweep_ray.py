@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -90,7 +91,7 @@ def convert_group(model_blob, train_blob, calibration_blob, eval_blob, device: s
     """One task (runs on a Ray worker): convert `recipes` for `device`; returns the manifest and the files.  The
     blobs are top-level arguments so Ray hands the task their values from the object store."""
     data_blobs = {"train": train_blob, "calibration": calibration_blob, "eval": eval_blob}
-    from .pipeline import convert_for_device
+    from .pipeline import convert_for_device, variant_files
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-ray-") as tmp:
         root = Path(tmp)
@@ -101,10 +102,7 @@ def convert_group(model_blob, train_blob, calibration_blob, eval_blob, device: s
         manifest = convert_for_device(model, device, recipes, train=data["train"], calibration=data["calibration"],
                                       eval=data["eval"], out=out, keep_going=True, max_drop=max_drop,
                                       log=lines.append)
-        files = {v.path: (out / v.path).read_bytes() for v in manifest.variants}
-        for v in manifest.variants:  # Edge TPU compiler output beside the model
-            for extra in out.glob(f"{Path(v.path).stem}_edgetpu*"):
-                files[extra.name] = extra.read_bytes()
+        files = {f.name: f.read_bytes() for v in manifest.variants for f in variant_files(out / v.path)}
         return {"manifest": manifest.to_dict(), "files": files, "log": lines, "pid": os.getpid(),
                 "node": os.uname().nodename, "seconds": time.perf_counter() - t0, "ended_at": time.time()}
 
@@ -122,12 +120,12 @@ def _why(e: Exception) -> str:
 
 def _reused(out: Path, model: Path, recipes: list[Recipe]) -> tuple[dict[str, tuple[Variant, Path]], list[Recipe]]:
     """Variants a previous sweep already built into `out` from this model file with these settings."""
-    from .pipeline import _reusable, _source_sha
+    from .pipeline import _reusable, _source_sha, previous_variant
     previous = _reusable(out, {"sha256": _source_sha(model)}) if out.exists() else {}
     kept, todo = {}, []
     for r in recipes:
-        hit = previous.get(json.dumps(r.config(), sort_keys=True))
-        if hit is not None and hit[0].name == r.name:
+        hit = previous_variant(r, previous)
+        if hit is not None:
             kept[r.name] = hit
         else:
             todo.append(r)
@@ -149,12 +147,13 @@ def _write_device(out: Path, order: list[str], parts: list[dict], kept: dict, fa
         return None
     if base is None:  # everything reused: keep the old manifest's description
         base = load_manifest(out / "manifest.json").to_dict()
+    from .pipeline import variant_files
     dest = outdir.check_out(out, overwrite=False)
     work = outdir.staging(dest)
     try:
         for _, f in kept.values():
-            for extra in [f, *f.parent.glob(f"{f.stem}_edgetpu*")]:
-                (work / extra.name).write_bytes(extra.read_bytes())
+            for extra in variant_files(f):
+                shutil.copy2(extra, work / extra.name)
         for part in parts:
             for fname, data in part["files"].items():
                 (work / Path(fname).name).write_bytes(data)

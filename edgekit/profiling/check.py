@@ -47,12 +47,8 @@ def check_board(board, known_hosts=None, accept_new_host=False) -> dict:
 
 def _software_differs(profile_name: str, fp: dict) -> list[str]:
     """Where the board's software is not what its device profile states (os / python / numpy)."""
-    from ..errors import ConfigError
     from ..profiles import load_profile
-    try:
-        stated = load_profile(profile_name).software
-    except ConfigError:
-        return []
+    stated = load_profile(profile_name).software
     return [f"{k} is {fp.get(k)!r} but profile {profile_name} states {v!r}" for k, v in vars(stated).items()
             if v is not None and fp.get(k) is not None and str(fp.get(k)) != v]
 

@@ -72,5 +72,7 @@ def build_jobs(models: list[ModelRef], boards: list[Board], threads: list[int] |
     per_board = {}
     for b in boards:
         counts = threads or list(load_profile(b.profile).threads)
-        per_board[b.name] = [Job(m, b, t, r, settings) for m in models for t in counts for r in range(repeat)]
+        # repeats interleaved (every model once, then again): a board whose speed drifts over minutes shifts every
+        # model's repeats alike instead of one model's
+        per_board[b.name] = [Job(m, b, t, r, settings) for r in range(repeat) for m in models for t in counts]
     return per_board

@@ -111,12 +111,8 @@ class BoardSession(ContentCache):
 
     @cached_property
     def _profile_runtimes(self) -> list[str]:
-        from ..errors import ConfigError
-        from ..profiles import load_profile
-        try:
-            return [r.name for r in load_profile(self.board.profile).runtimes]
-        except ConfigError:
-            return []
+        from ..profiles import load_profile  # boards name profiles that were checked when they were loaded
+        return [r.name for r in load_profile(self.board.profile).runtimes]
 
     def job_args(self, job, profile) -> list[str]:
         """Deploy the model (and input), content-addressed; the runner's arguments for this job."""
