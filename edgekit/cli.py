@@ -97,9 +97,6 @@ def _boards_from_args(args):
 
 def cmd_profile(args) -> int:
     from .errors import ConfigError
-    from .profiling.api import profile
-    from .profiling.jobs import Settings
-    from .profiling.scheduler import Options
     if not (args.board or args.all_boards or args.host):
         raise ConfigError("say where to profile: --board NAME (e.g. --board local), --all-boards, or --host")
     models = list(args.models)
@@ -114,6 +111,14 @@ def cmd_profile(args) -> int:
                 if o.why:
                     print(f"edgekit: warning: {m}: op {o.index} {o.op}: {o.why}", file=sys.stderr)
         st.close()
+    return _profile_and_show(models, args)
+
+
+def _profile_and_show(models: list, args, summary=None) -> int:
+    """Profile `models` on the boards the arguments name, print the table (or --json) and the failures."""
+    from .profiling.api import profile
+    from .profiling.jobs import Settings
+    from .profiling.scheduler import Options
     res = profile(models, _boards_from_args(args), threads=args.threads, repeat=args.repeat,
                   settings=Settings(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
                                     delegate=args.delegate), input_path=args.input,
@@ -126,6 +131,8 @@ def cmd_profile(args) -> int:
             r.pop("latencies_ms", None)
         _print_json({"measurements": res.rows, "board_errors": res.board_errors,
                      "bytes_uploaded": res.bytes_uploaded})
+    elif summary:
+        print(summary(res))
     else:
         from .latency_table import render
         from .store import Store
@@ -140,6 +147,31 @@ def cmd_profile(args) -> int:
     if res.missing and not (failed or res.board_errors):  # a board that did not measure never ends in exit 0
         print(f"edgekit: error: {res.missing} of {res.total} measurements were not taken", file=sys.stderr)
     return 0 if res.ok else 2
+
+
+def cmd_lut(args) -> int:
+    import time
+    from .lut import build_models, load_grid, lut_folder, op_files
+    from .store import Store
+    if not (args.board or args.all_boards or args.host):
+        raise ConfigError("say which board the table is for: --board NAME (e.g. --board local), --all-boards, "
+                          "or --host")
+    grid = load_grid(args.grid)
+    t0 = time.monotonic()
+    st = Store(args.store)
+    models = build_models(grid, lut_folder(st), progress=not args.json)
+    files, uncut = op_files(st, models)
+    st.close()
+    built = time.monotonic() - t0
+
+    def summary(res) -> str:
+        took = time.monotonic() - t0
+        return (f"lut: {len(models)} kernel models ({built:.0f} s to build), {len(files)} single-op models, "
+                f"{len(res.rows) - len(res.failed)} measurements ({took / 60:.1f} min in all)"
+                + (f"; {uncut} ops could not be cut" if uncut else "")
+                + "\nnow `edgekit predict MODEL.tflite --board B` scales from these where a model's op was not "
+                  "measured")
+    return _profile_and_show(files, args, summary)
 
 
 def cmd_boards(args) -> int:
@@ -288,6 +320,36 @@ def _float_list(text: str) -> list[float]:
     return sorted(values)
 
 
+def _measure_args(s) -> None:
+    """Where, how and how safely to measure (profile, lut build)."""
+    where = s.add_argument_group("where")
+    where.add_argument("--board", action="append", help="board name from boards.yaml, or 'local' (repeatable)")
+    where.add_argument("--all-boards", action="store_true", help="every board in boards.yaml")
+    where.add_argument("--boards", help="board inventory (default ./boards.yaml)")
+    where.add_argument("--host", action="append", help="ad-hoc board user@host[:port] or ~/.ssh/config alias")
+    where.add_argument("--profile", help="device profile of --host boards")
+    where.add_argument("--identity", help="private key for --host boards (default: ssh-agent and ~/.ssh keys)")
+    where.add_argument("--python", help="Python on --host boards (default python3)")
+    how = s.add_argument_group("how")
+    how.add_argument("--threads", type=_int_list, help="thread counts, e.g. 1,4 (default: the profile's)")
+    how.add_argument("--delegate", default="xnnpack", choices=DELEGATES)
+    how.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+    how.add_argument("--runs", type=int, default=100, help="counted runs, at least (default 100)")
+    how.add_argument("--min-seconds", type=float, default=0.0,
+                     help="keep running for at least this long (at most 100,000 counted runs)")
+    how.add_argument("--repeat", type=int, default=1, help="repeat each measurement K times")
+    how.add_argument("--input", help=".npy input instead of random data in the input dtype's range")
+    how.add_argument("--timeout", type=float, default=600.0, help="per-job timeout in seconds (default 600)")
+    how.add_argument("--retries", type=int, default=2, help="retries of a job after a connection fault")
+    how.add_argument("--force", action="store_true", help="measure again what the store already has")
+    sec = s.add_argument_group("security")
+    sec.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
+    sec.add_argument("--accept-new-host", action="store_true", help="trust and record unknown host keys (TOFU)")
+    sec.add_argument("--ask-password", action="store_true", help="prompt for an SSH password")
+    s.add_argument("--store", help="SQLite store (default ./edgekit.db or $EDGEKIT_STORE)")
+    s.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Optimize, convert, validate, profile and select "
                                 "TFLite variants of a Keras model for edge boards.")
@@ -336,35 +398,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("profile", help="measure .tflite models on boards (local or over SSH) into the store")
     s.add_argument("models", nargs="+", metavar="MODEL", help=".tflite files")
-    where = s.add_argument_group("where")
-    where.add_argument("--board", action="append", help="board name from boards.yaml, or 'local' (repeatable)")
-    where.add_argument("--all-boards", action="store_true", help="every board in boards.yaml")
     s.add_argument("--ops", action="store_true", help="also each op alone (single-op models cut from each MODEL, "
                    "stored beside the store): per-op latencies for `table --ops` and `predict`")
-    where.add_argument("--boards", help="board inventory (default ./boards.yaml)")
-    where.add_argument("--host", action="append", help="ad-hoc board user@host[:port] or ~/.ssh/config alias")
-    where.add_argument("--profile", help="device profile of --host boards")
-    where.add_argument("--identity", help="private key for --host boards (default: ssh-agent and ~/.ssh keys)")
-    where.add_argument("--python", help="Python on --host boards (default python3)")
-    how = s.add_argument_group("how")
-    how.add_argument("--threads", type=_int_list, help="thread counts, e.g. 1,4 (default: the profile's)")
-    how.add_argument("--delegate", default="xnnpack", choices=DELEGATES)
-    how.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
-    how.add_argument("--runs", type=int, default=100, help="counted runs, at least (default 100)")
-    how.add_argument("--min-seconds", type=float, default=0.0,
-                     help="keep running for at least this long (at most 100,000 counted runs)")
-    how.add_argument("--repeat", type=int, default=1, help="repeat each measurement K times")
-    how.add_argument("--input", help=".npy input instead of random data in the input dtype's range")
-    how.add_argument("--timeout", type=float, default=600.0, help="per-job timeout in seconds (default 600)")
-    how.add_argument("--retries", type=int, default=2, help="retries of a job after a connection fault")
-    how.add_argument("--force", action="store_true", help="measure again what the store already has")
-    sec = s.add_argument_group("security")
-    sec.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
-    sec.add_argument("--accept-new-host", action="store_true", help="trust and record unknown host keys (TOFU)")
-    sec.add_argument("--ask-password", action="store_true", help="prompt for an SSH password")
-    s.add_argument("--store", help="SQLite store (default ./edgekit.db or $EDGEKIT_STORE)")
-    s.add_argument("--json", action="store_true")
+    _measure_args(s)
     s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("lut", help="a board's kernel latency table: a grid of conv/depthwise/dense/pool/add kernels "
+                       "(int8 and float) profiled op by op, for `predict`")
+    lut = s.add_subparsers(dest="lut_command", required=True, metavar="build")
+    s = lut.add_parser("build", help="build the grid's kernel models, cut them into single ops and profile those")
+    s.add_argument("--grid", help="YAML grid {kernels: [{op, kernel, stride, size: [..], channels: [..], "
+                   "activation}], quantization: [int8, float32]} (default: 8..256 channels at 8..32 px, 348 "
+                   "models)")
+    _measure_args(s)
+    s.set_defaults(func=cmd_lut)
 
     s = sub.add_parser("boards", help="list boards; --check connects to each and reports what it has")
     s.add_argument("--boards", help="board inventory (default ./boards.yaml)")

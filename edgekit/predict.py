@@ -63,10 +63,13 @@ def _cost(sig: dict) -> float:
     return n_out
 
 
-def _kind(sig: dict) -> str:
-    """Ops of one kind differ only in sizes: same op, version, dtypes, quantization and options but shapes."""
+def _kind(sig: dict, loose: bool = False) -> str:
+    """Ops of one kind differ only in sizes: same op, version, dtypes, quantization and options but shapes.
+    `loose`: the fused activation does not count (a ReLU6 conv scaled from ReLU ones: the activation is a clamp
+    folded into the output loop, a small share of the op's time)."""
+    options = {k: v for k, v in sig["options"].items() if not (loose and k == "fusedActivationFunction")}
     return json.dumps([sig["op"], sig["version"], [(t or {}).get("dtype") for t in sig["inputs"]],
-                       [(t or {}).get("quant") for t in sig["inputs"]], sig["options"]], sort_keys=True)
+                       [(t or {}).get("quant") for t in sig["inputs"]], options], sort_keys=True)
 
 
 def _scaled(points: list[tuple[float, float]], cost: float) -> tuple[float, float]:
@@ -147,13 +150,15 @@ def predict(store: Store, model_path: str | Path, board: str, threads: int = 1,
     table = store.op_latencies(board, threads, delegate)
     by_kind: dict[str, list[tuple[float, float]]] = {}
     for e in table.values():
-        by_kind.setdefault(_kind(e["signature"]), []).append((_cost(e["signature"]), e["p50_ms"]))
+        for loose in (False, True):
+            by_kind.setdefault(("~" if loose else "") + _kind(e["signature"], loose), []).append(
+                (_cost(e["signature"]), e["p50_ms"]))
     estimates, missing = [], []
     for o in cut(Path(model_path).read_bytes()):
         if o.sig_key in table:
             estimates.append(OpEstimate(o.index, o.op, o.layer, table[o.sig_key]["p50_ms"], "measured"))
             continue
-        near = by_kind.get(_kind(o.signature))
+        near = by_kind.get(_kind(o.signature)) or by_kind.get("~" + _kind(o.signature, loose=True))
         if near:
             ms, base = _scaled(sorted(near), _cost(o.signature))
             estimates.append(OpEstimate(o.index, o.op, o.layer, ms, "scaled", base))

@@ -128,3 +128,50 @@ def test_predict_needs_a_table_and_a_real_model(convnets, tmp_path):
             tmp_path / "plain.db")
     assert_one_line_error(run_cli("predict", convnets[0], "--board", "local", "--store", tmp_path / "plain.db"),
                           "profile --ops")
+
+
+def test_lut_build_gives_predict_measured_neighbours_for_unseen_channel_counts(tmp_path):
+    """A kernel grid at 16 and 64 channels; a model with 32 channels (never measured) is predicted from them, each
+    op between its two measured neighbours."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("kernels:\n  - {op: conv, kernel: 3, size: [16], channels: [16, 64]}\n"
+                    "  - {op: depthwise, kernel: 3, size: [16], channels: [16, 64], activation: relu6}\n"
+                    "quantization: [int8]\n")
+    store = tmp_path / "lut.db"
+    proc = run_cli("lut", "build", "--grid", grid, "--board", "local", "--threads", "1", "--runs", "30",
+                   "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 kernel models" in proc.stdout and "4 measurements" in proc.stdout
+    assert len(list((tmp_path / "edgekit-lut").glob("lut-conv3s1-relu-16x16x*-int8-*.tflite"))) == 2
+    from edgekit._tf import keras
+    from edgekit.convert.tflite import convert
+    from edgekit.data import Dataset
+    from edgekit.predict import _cost
+    from edgekit.store import Store
+    i = keras.Input((16, 16, 32))
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(i)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)  # relu; the grid has relu6
+    cal = Dataset(np.random.default_rng(0).normal(size=(8, 16, 16, 32)).astype(np.float32), None, "random")
+    model = tmp_path / "unseen.tflite"
+    model.write_bytes(convert(keras.Model(i, h), "int8", io="int8", calibration=cal, static_batch=True))
+    cli = run_cli("predict", model, "--board", "local", "--store", store, "--json")
+    assert cli.returncode == 0, cli.stderr
+    p = json.loads(cli.stdout)
+    assert [o["op"] for o in p["ops"]] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    assert all(o["how"] == "scaled" for o in p["ops"]) and p["scaled_share"] == 1.0 and not p["missing"]
+    table = Store(store).op_latencies("local", 1, "xnnpack")
+    for o in p["ops"]:
+        ms = sorted(e["p50_ms"] for e in table.values() if e["signature"]["op"] == o["op"])
+        costs = sorted(_cost(e["signature"]) for e in table.values() if e["signature"]["op"] == o["op"])
+        assert len(ms) == 2 and costs[0] < costs[1]
+        assert min(ms) <= o["ms"] <= max(ms), (o, ms)  # interpolated between the 16- and 64-channel kernels
+    # no overhead was fitted (no model measured whole and op by op): the prediction is the sum, and says so
+    assert p["overhead_from"] == 0 and p["ms"] == pytest.approx(sum(o["ms"] for o in p["ops"]))
+
+
+def test_lut_build_refuses_a_bad_grid(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("kernels:\n  - {op: conv3d, channels: [16]}\n")
+    proc = run_cli("lut", "build", "--grid", grid, "--board", "local", "--store", tmp_path / "x.db")
+    assert_one_line_error(proc, "conv3d")
+    assert not (tmp_path / "x.db").exists() and not (tmp_path / "edgekit-lut").exists()
