@@ -30,6 +30,7 @@ class OpModel:
     why: str | None = None
     inputs: tuple[int, ...] = ()  # the op's input tensors in the original model (its single-op model's inputs
     outputs: tuple[int, ...] = ()  # are the non-constant ones, in this order)
+    layers: tuple[str, ...] = ()  # every Keras layer its output and weight tensors' names mention (fused ops)
 
 
 def _schema():
@@ -75,6 +76,10 @@ def layer_of(tensor_name: str) -> str | None:
     return None
 
 
+def sig_key_of(signature: dict) -> str:
+    return hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()
+
+
 def cut(model_bytes: bytes) -> list[OpModel]:
     """Every op of subgraph 0 as its own model (or the reason it cannot be one)."""
     fb = _schema()
@@ -105,17 +110,25 @@ def cut(model_bytes: bytes) -> list[OpModel]:
         signature = {"op": name, "version": int(code.version), "inputs": [desc(i) for i in ins],
                      "outputs": [desc(i) for i in outs], "options": _options(op.builtinOptions),
                      "options_type": int(op.builtinOptionsType)}
-        sig_key = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()
+        sig_key = sig_key_of(signature)
         names = [sub.tensors[i].name.decode() if isinstance(sub.tensors[i].name, bytes) else str(sub.tensors[i].name)
                  for i in outs]
         layer = layer_of(names[0]) if names else None
+        mentioned: list[str] = []
+        for i in outs + [i for i in ins if i >= 0 and (desc(i) or {}).get("const")]:
+            raw = sub.tensors[i].name
+            for part in (raw.decode() if isinstance(raw, bytes) else str(raw or "")).split(";"):
+                got = layer_of(part)
+                if got and got not in mentioned:
+                    mentioned.append(got)
         if name in _NO_CUT or any(sub.tensors[i].isVariable for i in ins if i >= 0):
             out.append(OpModel(index, name, int(code.version), signature, sig_key, layer, None,
                                f"{name} cannot be timed alone (control flow, variables or a custom op)",
-                               tuple(ins), tuple(outs)))
+                               tuple(ins), tuple(outs), tuple(mentioned)))
             continue
         out.append(OpModel(index, name, int(code.version), signature, sig_key, layer,
-                           _single(fb, model, sub, op, ins, outs), None, tuple(ins), tuple(outs)))
+                           _single(fb, model, sub, op, ins, outs), None, tuple(ins), tuple(outs),
+                           tuple(mentioned)))
     return out
 
 

@@ -112,9 +112,9 @@ def _preflight(model, recipes: list[Recipe], train, calibration, unavailable: st
     impossible: dict[str, str] = {}
     verdicts: dict[tuple, str | None] = {}
     for r in recipes:
-        if any(STEPS[s].changes_architecture for s in r.steps):
-            continue  # the later steps see another model: they are checked when they run
-        for step in r.steps:
+        for n, step in enumerate(r.steps):
+            if n and STEPS[r.steps[n - 1]].changes_architecture:
+                break  # the later steps see another model: they are checked when they run
             kind, cfg = STEPS[step], getattr(r, step)
             key = (step, json.dumps(cfg.given, sort_keys=True), r.prune is not None)
             if kind.preflight is None:

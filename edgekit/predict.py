@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .flatbuffer import read_model
-from .ops import OpModel, cut
+from .ops import OpModel, cut, sig_key_of
 from .store import OpRow, Store
 
 
@@ -86,6 +86,34 @@ def _scaled(points: list[tuple[float, float]], cost: float) -> tuple[float, floa
 
 
 @dataclass
+class OpTable:
+    """A board's per-op latencies (one thread count and delegate), indexed for estimates."""
+    entries: dict  # sig_key -> {"signature", "p50_ms", ...}
+    by_kind: dict[str, list[tuple[float, float]]]
+
+    @classmethod
+    def of(cls, store: Store, board: str, threads: int = 1, delegate: str = "xnnpack") -> OpTable:
+        entries = store.op_latencies(board, threads, delegate)
+        by_kind: dict[str, list[tuple[float, float]]] = {}
+        for e in entries.values():
+            for loose in (False, True):
+                by_kind.setdefault(("~" if loose else "") + _kind(e["signature"], loose), []).append(
+                    (_cost(e["signature"]), e["p50_ms"]))
+        return cls(entries, {k: sorted(v) for k, v in by_kind.items()})
+
+    def estimate(self, signature: dict, sig_key: str | None = None) -> tuple[float, str, float | None]:
+        """(ms, how, the nearest measured ms): measured by signature, scaled from ops of its kind, or missing."""
+        key = sig_key or sig_key_of(signature)
+        if key in self.entries:
+            return self.entries[key]["p50_ms"], "measured", None
+        near = self.by_kind.get(_kind(signature)) or self.by_kind.get("~" + _kind(signature, loose=True))
+        if not near:
+            return 0.0, "missing", None
+        ms, base = _scaled(near, _cost(signature))
+        return ms, "scaled", base
+
+
+@dataclass
 class OpEstimate:
     index: int
     op: str
@@ -147,26 +175,15 @@ def predict(store: Store, model_path: str | Path, board: str, threads: int = 1,
             delegate: str = "xnnpack", exclude_self: bool = False) -> Prediction:
     """`exclude_self`: the model's own whole-model measurements do not enter the overhead fit (to test the
     predictor on a model whose ops are in the table)."""
-    table = store.op_latencies(board, threads, delegate)
-    by_kind: dict[str, list[tuple[float, float]]] = {}
-    for e in table.values():
-        for loose in (False, True):
-            by_kind.setdefault(("~" if loose else "") + _kind(e["signature"], loose), []).append(
-                (_cost(e["signature"]), e["p50_ms"]))
+    table = OpTable.of(store, board, threads, delegate)
     estimates, missing = [], []
     for o in cut(Path(model_path).read_bytes()):
-        if o.sig_key in table:
-            estimates.append(OpEstimate(o.index, o.op, o.layer, table[o.sig_key]["p50_ms"], "measured"))
-            continue
-        near = by_kind.get(_kind(o.signature)) or by_kind.get("~" + _kind(o.signature, loose=True))
-        if near:
-            ms, base = _scaled(sorted(near), _cost(o.signature))
-            estimates.append(OpEstimate(o.index, o.op, o.layer, ms, "scaled", base))
-        else:
-            estimates.append(OpEstimate(o.index, o.op, o.layer, 0.0, "missing"))
+        ms, how, base = table.estimate(o.signature, o.sig_key)
+        estimates.append(OpEstimate(o.index, o.op, o.layer, ms, how, base))
+        if how == "missing":
             missing.append(f"{o.index}:{o.op}")
     ops_ms = sum(e.ms for e in estimates)
-    a, k, n = fit_overhead(store, board, threads, delegate, table,
+    a, k, n = fit_overhead(store, board, threads, delegate, table.entries,
                            exclude=read_model(model_path).sha256 if exclude_self else None)
     overhead = a + (k - 1.0) * ops_ms  # whole = a + k * sum of ops
     measured = sum(e.ms for e in estimates if e.how == "measured")

@@ -252,8 +252,9 @@ def load_recipe(name: str) -> Recipe:
     prune, filters = None, None
     if opt.prune is not None:
         if opt.prune.get("structure") == "filters":
-            filters = Filters.of({**opt.prune, "target_flops": opt.prune.get("target_flops", 0.5)}, source,
-                                 "optimize.prune.")
+            given = opt.prune if "target_latency" in opt.prune else {
+                **opt.prune, "target_flops": opt.prune.get("target_flops", 0.5)}
+            filters = Filters.of(given, source, "optimize.prune.")
         else:
             prune = Prune.of(opt.prune, source, "optimize.prune.")
             if prune.target is None and prune.structure != "2:4":

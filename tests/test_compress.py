@@ -175,3 +175,41 @@ def test_keep_going_lists_a_failed_recipe_and_builds_the_rest(digits_model, digi
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert last.startswith("edgekit: error: recipe 'f64', step filters: cannot reach 50%") and "64" in last
     assert not (tmp_path / "p").exists()
+
+
+def test_latency_driven_filter_pruning_follows_the_boards_op_table(digits_model, digits_data, rpi4_manifest,
+                                                                   tmp_path):
+    """NetAdapt-style: the board's op table (from `profile --ops` of the model's int8 variant) predicts each cut;
+    steps end at the target (or the accuracy budget), channel counts stay at the tile, and the variant says what it
+    predicted.  Without a table the recipe fails with the command that builds one."""
+    from edgekit import convert_for_device
+    store = tmp_path / "ops.db"
+    proc = run_cli("profile", rpi4_manifest[1] / "int8.tflite", "--ops", "--board", "local", "--threads", "1",
+                   "--runs", "30", "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    recipe = tmp_path / "lat-int8.yaml"
+    recipe.write_text("name: lat-int8\ndescription: 70% of the latency\noptimize:\n"
+                      f"  prune: {{structure: filters, target_latency: 0.7, board: local, store: {store}, "
+                      "channel_multiple: 4, epochs: 3}\nquantization: {mode: int8, io: int8}\n")
+    train, test = digits_data
+    m = convert_for_device(digits_model, "local", [str(recipe), "int8"], train=train, eval=test,
+                           out=tmp_path / "o", log=lambda s: None)
+    small, full = m.variant("lat-int8"), m.variant("int8")
+    step = small.steps[0]
+    assert step["step"] == "filters" and step["board"] == "local" and step["steps"]
+    assert step["predicted_ms_after"] < step["predicted_ms_before"]
+    if step["stopped"] == "target reached":
+        assert step["predicted_fraction"] <= 0.7 + 1e-3
+    for s in step["steps"]:
+        before, after = s["channels"]
+        assert after < before and after % 4 == 0
+    assert small.macs < full.macs and small.bytes < full.bytes
+    assert m.reference_keras_accuracy - small.accuracy <= 0.05
+    # no table for that board: a failure that names the command to run
+    recipe.write_text(recipe.read_text().replace("board: local", "board: pi9"))
+    proc = run_cli("convert-for-device", digits_model, "--device", "local", "--recipe", recipe, "--train", train,
+                   "--eval", test, "--out", tmp_path / "o2")
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgekit: error: recipe 'lat-int8'") and "lut build --board pi9" in last, proc.stderr
+    assert "reference accuracy" not in proc.stderr  # refused before any work

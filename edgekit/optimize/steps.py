@@ -60,6 +60,19 @@ class Filters(Step):
         f"device profile's int8 kernel tile), got {v!r}")
     allocation: Literal["uniform", "sensitivity"] = "sensitivity"
     epochs: int = rule(6, minimum=1)
+    # latency-driven (NetAdapt-style) instead of MACs: a share of the latency the board's op table predicts
+    target_latency: float | None = rule(None, minimum=0.05, maximum=0.99)
+    board: str | None = None  # whose op table (`edgekit lut build --board B`)
+    threads: int = rule(1, minimum=1)
+    store: str | None = None  # where that table is (default ./edgekit.db or $EDGEKIT_STORE)
+
+    def __post_init__(self):
+        from ..errors import ConfigError
+        if self.target_latency is not None and not self.board:
+            raise ConfigError("prune: {structure: filters, target_latency: ...} needs board: (the board whose op "
+                              "table predicts latency)")
+        if self.target_latency is not None and "target_flops" in self.given:
+            raise ConfigError("prune: {structure: filters} takes target_flops or target_latency, not both")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +124,20 @@ def _factorize(opt, model, cfg, recipe, **kw):
     return structured.factorize(model, cfg, opt.train, opt.val, **kw)
 
 
+def _filters_preflight(model, cfg, recipe):
+    if cfg.target_latency is not None:  # the board's op table exists before any training
+        from .netadapt import table_for
+        table_for(cfg)
+
+
 def _filters(opt, model, cfg, recipe, **kw):
+    if cfg.target_latency is not None:
+        from ..compress.sensitivity import accuracy_of
+        from .netadapt import latency_filters
+        if opt.val_reference is None:
+            opt.val_reference = accuracy_of(opt.model, opt.val)
+        return latency_filters(model, cfg, opt.fit, opt.val, recipe.mode, recipe.io, opt.val_reference,
+                               recipe.max_drop, **kw)
     from . import structured
     return structured.filters(model, cfg, opt.train, opt.val, **kw)
 
@@ -168,7 +194,8 @@ def _qat(opt, model, cfg, recipe, **kw):
 STEPS: dict[str, StepKind] = {k.name: k for k in (
     StepKind("factorize", Factorize, "energy", changes_architecture=True, apply=_factorize,
              apply_auto=_structured_auto("factorize")),
-    StepKind("filters", Filters, "target_flops", changes_architecture=True, apply=_filters,
+    StepKind("filters", Filters, "target_flops", changes_architecture=True, preflight=_filters_preflight,
+             apply=_filters,
              apply_auto=_structured_auto("filters")),
     StepKind("prune", Prune, "target", preflight=_prune_preflight, apply=_prune, apply_auto=_prune_auto),
     StepKind("cluster", Cluster, "clusters", preflight=_cluster_preflight, apply=_cluster,

@@ -93,3 +93,22 @@ def kernel_stats(model) -> tuple[float, int]:
         per_channel = w.reshape(-1, w.shape[-1]) if kind != "DepthwiseConv2D" else w.reshape(-1, w.shape[-2])
         max_unique = max(max_unique, max(len(np.unique(per_channel[:, c])) for c in range(per_channel.shape[1])))
     return (zeros / total if total else 0.0), max_unique
+
+
+def recalibrate_batchnorm(model, data: Dataset, samples: int = 512) -> int:
+    """Re-estimate every BatchNormalization layer's moving mean and variance on `samples` training inputs (no weight
+    changes).  Removing filters shifts the statistics downstream layers see; with the old ones a pruned model scores
+    far below what it can do, so candidates would be judged on stale statistics.  Returns the layers updated."""
+    layers = [layer for layer in model.layers if kind_of(layer) == "BatchNormalization"]
+    if not layers:
+        return 0
+    x = data.sample(samples, seed=3).x.astype(np.float32)
+    saved = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0  # the moving statistics become this batch's
+        model(x, training=True)
+    finally:
+        for layer, m in zip(layers, saved):
+            layer.momentum = m
+    return len(layers)
