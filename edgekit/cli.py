@@ -156,7 +156,13 @@ def cmd_lut(args) -> int:
     if not (args.board or args.all_boards or args.host):
         raise ConfigError("say which board the table is for: --board NAME (e.g. --board local), --all-boards, "
                           "or --host")
-    grid = load_grid(args.grid)
+    if args.like:
+        from .flatbuffer import read_model
+        from .lut import grid_like
+        read_model(args.like)  # a corrupt file: one line
+        grid = grid_like(Path(args.like).read_bytes(), args.tile)
+    else:
+        grid = load_grid(args.grid)
     t0 = time.monotonic()
     st = Store(args.store)
     models = build_models(grid, lut_folder(st), progress=not args.json)
@@ -407,9 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "(int8 and float) profiled op by op, for `predict`")
     lut = s.add_subparsers(dest="lut_command", required=True, metavar="build")
     s = lut.add_parser("build", help="build the grid's kernel models, cut them into single ops and profile those")
-    s.add_argument("--grid", help="YAML grid {kernels: [{op, kernel, stride, size: [..], channels: [..], "
-                   "activation}], quantization: [int8, float32]} (default: 8..256 channels at 8..32 px, 348 "
-                   "models)")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--grid", help="YAML grid {kernels: [{op, kernel, stride, size: [..], channels: [..], "
+                       "activation}], quantization: [int8, float32]} (default: 8..256 channels at 8..32 px, 348 "
+                       "models)")
+    which.add_argument("--like", metavar="MODEL", help="a grid covering this .tflite's kernels: each (op, kernel, "
+                       "stride, activation) at the sizes it uses them, from one channel tile to its widest")
+    s.add_argument("--tile", type=int, default=8, help="channel step of --like grids (the board's int8 kernel "
+                   "tile; default 8)")
     _measure_args(s)
     s.set_defaults(func=cmd_lut)
 

@@ -53,6 +53,52 @@ def load_grid(path: str | Path | None) -> LutGrid:
     return parse(LutGrid, read_yaml(path, f"lut grid file {path} does not exist"), Path(path).name)
 
 
+_ACT = {0: "none", 1: "relu", 3: "relu6"}
+_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense", "ADD": "add",
+        "MEAN": "gap", "MAX_POOL_2D": "maxpool", "AVERAGE_POOL_2D": "avgpool"}
+
+
+def ladder(top: int, tile: int) -> tuple[int, ...]:
+    """Channel counts from one tile up to `top` (rounded up to the tile): 1, 2, 3, 4, 6, 8, 12, 16, ... tiles."""
+    tiles, k = [], 1
+    while k * tile < top:
+        tiles.append(k)
+        k = k + 1 if k < 4 else k + k // 2 if (k & (k - 1)) == 0 else k + k // 3
+    return tuple(sorted({t * tile for t in tiles} | {-(-top // tile) * tile}))
+
+
+def grid_like(model_bytes: bytes, tile: int = 8) -> LutGrid:
+    """A grid covering the kernels of a model: each (op, kernel, stride, activation) it uses, at the input sizes it
+    uses them, from one channel tile up to the most channels it has there (what its filter-pruned variants need)."""
+    from .ops import cut
+    fams: dict[tuple, tuple[set, int]] = {}
+    quant = set()
+    for o in cut(model_bytes):
+        op = _OPS.get(o.op)
+        ins = o.signature["inputs"]
+        if op is None or not ins or not ins[0] or not ins[0]["shape"]:
+            continue
+        x = ins[0]["shape"]
+        quant.add("int8" if ins[0]["dtype"] in ("INT8", "UINT8") else "float32")
+        opts = o.signature["options"]
+        w = ins[1]["shape"] if len(ins) > 1 and ins[1] and ins[1]["shape"] else None
+        kernel = int(w[1]) if op in ("conv", "depthwise") and w and len(w) == 4 else int(opts.get("filterHeight", 1))
+        stride = int(opts.get("strideH", 1))
+        act = _ACT.get(int(opts.get("fusedActivationFunction", 0)), "none") if op in ("conv", "depthwise",
+                                                                                     "dense") else "relu"
+        top = max(int(x[-1]), int(w[0]) if op in ("conv", "dense") and w else 0)
+        size = 1 if op == "dense" else int(x[1]) if len(x) == 4 else 1
+        key = (op, kernel if op != "gap" else 3, min(stride, 2) if op != "gap" else 1, act)
+        sizes, most = fams.get(key, (set(), 0))
+        fams[key] = (sizes | {min(size, 224)}, max(most, top))
+    if not fams:
+        raise ConfigError("the model has no conv, depthwise, dense, add, pooling or mean op to build a table for")
+    kernels = [Kernel(op=op, kernel=min(max(k, 1), 7), stride=s, size=tuple(sorted(sizes)),
+                      channels=ladder(min(top, 4096), tile), activation=act)
+               for (op, k, s, act), (sizes, top) in sorted(fams.items())]
+    return LutGrid(kernels=tuple(kernels), quantization=tuple(sorted(quant)))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class KernelModel:
     name: str
