@@ -10,8 +10,11 @@ distillation at 80% and 90% sparsity (+16 clusters + PCQAT, int8): accuracy drop
 accuracy drop, MACs, and latency against the unpruned int8 model measured on the `local` board. Filter pruning keeps
 channel counts at multiples of the `local` profile's int8 kernel tile (`channel_multiple: auto`, 64 on a CPU with
 AMX); `digits` and `residual` have no channel group wider than 64 (only 16-64 channels), so on such a CPU they are
-pruned at a tile of 8 instead (what an ARM board's kernels use) and the table shows what that buys here. Goals: >=
-8x gzip at <= 1.0 point drop; filter-pruned int8 >= 1.5x faster at <= 1.5 points drop."""
+pruned at a tile of 8 instead (what an ARM board's kernels use) and the table shows what that buys here. For
+`residual` and `wide` also latency-driven filter pruning (`target_latency: 0.6` on the `local` board, NetAdapt-
+style), after building that board's op table (`lut build --like` the int8 model, plus the model's own ops; its cost
+is printed). Goals: >= 8x gzip at <= 1.0 point drop; filter-pruned int8 >= 1.5x faster at <= 1.5 points drop;
+latency-driven >= 1.5x at <= 1.0 point drop."""
 from __future__ import annotations
 
 import argparse
