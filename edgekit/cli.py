@@ -234,7 +234,7 @@ def cmd_select(args) -> int:
     d = select(Store(args.store, create=False), board=args.board, device=args.device, budget=budget,
                percentile=args.percentile, manifests=args.manifest, include_throttled=args.include_throttled,
                include_emulated=args.include_emulated,
-               include_over_budget=args.include_over_budget)
+               include_over_budget=args.include_over_budget, predict=args.predict)
     if args.plot:
         from .plot import pareto_plot
         pareto_plot(d, args.plot)
@@ -468,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store")
     s.add_argument("--plot", help="write accuracy vs latency PNG here")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--predict", action="store_true", help="also the manifests' variants never measured on --board, "
+                   "at their p50 predicted from its op table (marked 'predicted')")
     s.set_defaults(func=cmd_select)
 
     s = sub.add_parser("report", help="write an HTML + Markdown report of the store: tables, fronts, choices")

@@ -90,7 +90,8 @@ def decision_text(d) -> str:
         mark = "*" if d.chosen is c else ("front" if c.on_front else "")
         rows.append([mark, c.label, c.board, f"{c.accuracy:.4f}" if c.accuracy is not None else "-",
                      f"{c.latency_ms:.3g}", ci, f"{c.bytes:,}", ",".join(c.failed) or "ok",
-                     " ".join(w for w, on in (("straddles", c.straddles_budget), ("emulated", c.emulated)) if on)])
+                     " ".join(w for w, on in (("straddles", c.straddles_budget), ("emulated", c.emulated),
+                                                        ("predicted", c.predicted)) if on)])
     out = [table(["", "variant", "board", "accuracy", f"{d.percentile} ms", "95% CI", "bytes", "budget", ""],
                  rows, "lllrrrrll")]
     out += [f"note: {n}" for n in d.notes]

@@ -35,12 +35,13 @@ class Candidate:
     failed: list[str] = field(default_factory=list)
     model: str = ""  # the source model's name, set when candidates come from more than one model
     emulated: bool = False  # measured under emulation (--include-emulated): not the hardware's latency
+    predicted: bool = False  # never measured on this board: latency predicted from its op table (--predict)
     ids: list[int] = field(default_factory=list, repr=False)  # its store rows (the bootstrap reads them); not output
 
     @property
     def label(self) -> str:
         return (f"{self.model}/" if self.model else "") + f"{self.variant} t{self.threads}" + (
-            "" if self.delegate == "xnnpack" else f" {self.delegate}")
+            "" if self.delegate == "xnnpack" else f" {self.delegate}") + (" (predicted)" if self.predicted else "")
 
 
 @dataclass
@@ -153,8 +154,9 @@ def _compatible(variant, manifest_path: str, manifest_device: str, profile: str,
 
 def gather(store, board: str | None, device: str | None, manifests: list[str] | None, percentile: str,
            include_throttled: bool, include_over_budget: bool = False,
-           include_emulated: bool = False) -> tuple[list[Candidate], list[str]]:
-    """Candidates (one per variant x board x threads x delegate) from the store and the manifests."""
+           include_emulated: bool = False, predict: bool = False) -> tuple[list[Candidate], list[str]]:
+    """Candidates (one per variant x board x threads x delegate) from the store and the manifests; with `predict`
+    (one board) also the manifests' variants never measured there, at their predicted p50."""
     if percentile not in PERCENTILES:
         raise ConfigError(f"--percentile must be one of {', '.join(PERCENTILES)}")
     col = f"{percentile}_ms"
@@ -207,11 +209,58 @@ def gather(store, board: str | None, device: str | None, manifests: list[str] | 
                                model_sha256=sha, model=model_names.get(mpath, ""),
                                emulated=any(r["emulated"] for r in rs)))
         cands[-1].ids = [r["id"] for r in rs]  # for the bootstrap
+    if predict:
+        notes += _predicted(store, cands, variants, model_names, rows, board, percentile, fit_cache,
+                            include_over_budget, over)
     if over:
         notes.append(f"left out as over their accuracy budget: {', '.join(sorted(over))} (--include-over-budget)")
     if incompatible:
         notes.append(f"{incompatible} measured configurations were left out: not compatible with their board's profile")
     return cands, notes
+
+
+def _predicted(store, cands: list[Candidate], variants: dict, model_names: dict, rows: list[dict],
+               board: str | None, percentile: str, fit_cache: dict, include_over_budget: bool,
+               over: set) -> list[str]:
+    """Candidates for the variants not measured on `board` (XNNPACK, at each thread count its op table has), marked
+    predicted; notes on what was predicted and what could not be."""
+    from .manifest import variant_file
+    from .predict import predict as predict_latency
+    if not board:
+        raise ConfigError("--predict needs --board (a prediction is for one board's op table)")
+    if percentile != "p50":
+        raise ConfigError("--predict gives p50 latencies only: use --percentile p50")
+    measured = {(c.model_sha256, c.threads, c.delegate) for c in cands}
+    on_board = [r for r in rows if r["board"] == board]
+    profile = on_board[0]["profile"] if on_board else ""
+    threads = sorted({r["threads"] for r in on_board}) or [1]
+    made, unusable = 0, []
+    for sha, (mpath, v, mdevice) in variants.items():
+        for t in threads:
+            if (sha, t, "xnnpack") in measured:
+                continue
+            if v.within_budget is False and not include_over_budget:
+                over.add(v.name)
+                continue
+            if not _compatible(v, mpath, mdevice, profile, fit_cache):
+                continue
+            p = predict_latency(store, variant_file(mpath, v), board, t)
+            if p.missing or not p.ops_ms:
+                unusable.append(f"{v.name} t{t}")
+                continue
+            cands.append(Candidate(variant=v.name, manifest=mpath, board=board, profile=profile, threads=t,
+                                   delegate="xnnpack", accuracy=v.accuracy, bytes=v.bytes, gzip_bytes=v.gzip_bytes,
+                                   latency_ms=p.ms, model_sha256=sha, model=model_names.get(mpath, ""),
+                                   predicted=True))
+            made += 1
+    notes = []
+    if made:
+        notes.append(f"{made} latencies are predicted from board {board}'s op table, not measured (marked "
+                     f"'predicted'); measure a choice with `edgekit profile` before shipping it")
+    if unusable:
+        notes.append(f"no prediction for {', '.join(unusable)}: ops of a kind board {board}'s table has never measured "
+                     f"(`edgekit lut build --board {board} --like MODEL`)")
+    return notes
 
 
 def _attach_ci(store, cands: list[Candidate], percentile: str, confidence: float) -> None:
@@ -273,6 +322,8 @@ def choose(cands: list[Candidate], budget: Budget, percentile: str) -> tuple[Can
             gap = 100 * (best.accuracy - nxt.accuracy)
             acc_text = f"{gap:.1f} points lower" if gap >= 0.05 else "same accuracy"
             reason += f"; next best {nxt.label}: {acc_text}, {_ratio(best.latency_ms, nxt.latency_ms)}"
+    if best.predicted:
+        reason += "; its latency is predicted, not measured: profile it before shipping"
     if best.straddles_budget:
         reason += "; its confidence interval straddles the latency budget (use --confidence to be strict)"
     return best, reason
@@ -281,14 +332,16 @@ def choose(cands: list[Candidate], budget: Budget, percentile: str) -> tuple[Can
 def select(store, *, board: str | None = None, device: str | None = None, budget: Budget | None = None,
            percentile: str = "p50", manifests: list[str] | None = None, include_throttled: bool = False,
            include_over_budget: bool = False, include_emulated: bool = False,
-           ci_level: float = 0.95) -> Decision:
+           ci_level: float = 0.95, predict: bool = False) -> Decision:
     if not board and not device:
         raise ConfigError("say which target: --board NAME or --device PROFILE")
     budget = budget or Budget()
     if budget.confidence is not None and not 0.5 <= budget.confidence < 1:
         raise ConfigError("--confidence must be between 0.5 and 1, e.g. 0.95")
+    if predict and not manifests:
+        raise ConfigError("--predict needs --manifest (the variants to predict are the manifests' own)")
     cands, notes = gather(store, board, device, manifests, percentile, include_throttled, include_over_budget,
-                          include_emulated)
+                          include_emulated, predict)
     if not cands and any("emulation" in n for n in notes):
         raise ConfigError("every measurement on this target was taken under emulation, which says nothing about the "
                           "hardware's latency; pass --include-emulated to choose from them anyway")

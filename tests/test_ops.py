@@ -175,3 +175,31 @@ def test_lut_build_refuses_a_bad_grid(tmp_path):
     proc = run_cli("lut", "build", "--grid", grid, "--board", "local", "--store", tmp_path / "x.db")
     assert_one_line_error(proc, "conv3d")
     assert not (tmp_path / "x.db").exists() and not (tmp_path / "edgekit-lut").exists()
+
+
+def test_select_predicts_the_variants_never_measured_and_says_so(rpi4_manifest, tmp_path):
+    """int8 and fp32 measured (whole and op by op); pruned-int8 / pcqat-int8 have only int8 op kinds, so they are
+    predicted from the table and marked; dynamic (hybrid kernels the table never saw) cannot be and is named."""
+    out = rpi4_manifest[1]
+    store = tmp_path / "sel.db"
+    proc = run_cli("profile", out / "int8.tflite", out / "fp32.tflite", "--ops", "--board", "local", "--threads",
+                   "1", "--runs", "20", "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    plain = run_cli("select", "--board", "local", "--store", store, "--manifest", out / "manifest.json", "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert {c["variant"] for c in json.loads(plain.stdout)["candidates"]} == {"int8", "fp32"}
+    sel = run_cli("select", "--board", "local", "--store", store, "--manifest", out / "manifest.json", "--predict",
+                  "--json")
+    assert sel.returncode == 0, sel.stderr
+    d = json.loads(sel.stdout)
+    by = {c["variant"]: c for c in d["candidates"]}
+    assert not by["int8"]["predicted"] and by["int8"]["measurements"] >= 1
+    assert by["pruned-int8"]["predicted"] and by["pruned-int8"]["measurements"] == 0
+    assert by["pruned-int8"]["latency_ms"] > 0 and "dynamic" not in by
+    assert any("predicted from board local's op table" in n for n in d["notes"])
+    assert any("no prediction for dynamic" in n for n in d["notes"])
+    text = run_cli("select", "--board", "local", "--store", store, "--manifest", out / "manifest.json", "--predict")
+    assert "pruned-int8 t1 (predicted)" in text.stdout
+    assert_one_line_error(run_cli("select", "--board", "local", "--store", store, "--predict"), "--manifest")
+    assert_one_line_error(run_cli("select", "--board", "local", "--store", store, "--manifest",
+                                  out / "manifest.json", "--predict", "--percentile", "p90"), "p50")
