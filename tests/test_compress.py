@@ -190,11 +190,11 @@ def test_latency_driven_filter_pruning_follows_the_boards_op_table(digits_model,
     recipe = tmp_path / "lat-int8.yaml"
     recipe.write_text("name: lat-int8\ndescription: 70% of the latency\noptimize:\n"
                       f"  prune: {{structure: filters, target_latency: 0.7, board: local, store: {store}, "
-                      "channel_multiple: 4, epochs: 3}\nquantization: {mode: int8, io: int8}\n")
+                      "channel_multiple: 4, epochs: 2}\nquantization: {mode: int8, io: int8}\n")
     train, test = digits_data
-    m = convert_for_device(digits_model, "local", [str(recipe), "int8"], train=train, eval=test,
-                           out=tmp_path / "o", log=lambda s: None)
-    small, full = m.variant("lat-int8"), m.variant("int8")
+    m = convert_for_device(digits_model, "local", [str(recipe)], train=train, eval=test, out=tmp_path / "o",
+                           log=lambda s: None)
+    small, full = m.variant("lat-int8"), rpi4_manifest[0].variant("int8")
     step = small.steps[0]
     assert step["step"] == "filters" and step["board"] == "local" and step["steps"]
     assert step["predicted_ms_after"] < step["predicted_ms_before"]
