@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--ssh", action="store_true", help="also on a loopback SSH board (tools/loopback_board.py)")
+    ap.add_argument("--lut", action="store_true", help="also with a kernel table: `lut build --like` each fit model "
+                    "added to the fit models' op table (a second row per board)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     fit, held = [], []
@@ -115,23 +118,35 @@ def main() -> int:
                     work / f"{name}-held.db", "--json")
             assert p.returncode == 0, p.stderr[-2000:]
             measured = {r["model_name"]: r["p50_ms"] for r in json.loads(p.stdout)["measurements"]}
-            errs, shares = [], []
-            for m in held:
-                pred = predict(Store(store), m, name, 1)
-                got = measured[m.stem]
-                errs.append((pred.ms - got) / got)
-                shares.append(pred.measured_share)
-            within = sum(abs(e) <= 0.10 for e in errs) / len(errs)
-            worst = max(errs, key=abs)
-            rows.append([name, str(len(fit)), str(len(held)), f"{within:.0%}",
-                         f"{100 * statistics.median(abs(e) for e in errs):.1f}%", f"{100 * worst:+.1f}%",
-                         f"{statistics.mean(shares):.0%}", f"{table_s / 60:.1f}", str(n_ops)])
+            tables = [(name, store, table_s, n_ops)]
+            if args.lut:
+                lut_store = work / f"{name}-lut.db"
+                shutil.copy(store, lut_store)
+                t0 = time.perf_counter()
+                for m in fit:
+                    p = cli("lut", "build", "--like", m, *where, "--threads", "1", "--runs", args.runs, "--store",
+                            lut_store)
+                    assert p.returncode == 0, p.stderr[-2000:]
+                n_lut = len(list((work / "edgekit-lut").glob("lut-*.tflite")))
+                tables.append((f"{name} + lut", lut_store, table_s + time.perf_counter() - t0, n_ops + n_lut))
+            for label, db, took, n in tables:
+                errs, shares = [], []
+                for m in held:
+                    pred = predict(Store(db), m, name, 1)
+                    got = measured[m.stem]
+                    errs.append((pred.ms - got) / got)
+                    shares.append(pred.measured_share)
+                within = sum(abs(e) <= 0.10 for e in errs) / len(errs)
+                worst = max(errs, key=abs)
+                rows.append([label, str(len(fit)), str(len(held)), f"{within:.0%}",
+                             f"{100 * statistics.median(abs(e) for e in errs):.1f}%", f"{100 * worst:+.1f}%",
+                             f"{statistics.mean(shares):.0%}", f"{took / 60:.1f}", str(n)])
     finally:
         if board_proc is not None:
             board_proc.kill()
     from edgekit.report_text import table
     print(table(["board", "fit models", "held-out", "within +-10%", "median |error|", "worst", "from measured ops",
-                 "table min", "single-op models"], rows, "lrrrrrrrr"))
+                 "table min", "single-op / kernel models"], rows, "lrrrrrrrr"))
     print(f"\nwork folder: {work}")
     return 0
 
