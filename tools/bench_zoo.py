@@ -49,6 +49,7 @@ def main() -> int:
             path = build(name, size, args.epochs, k3, work)
             for device in args.devices.split(","):
                 t0 = time.perf_counter()
+                done = len(rows)
                 label = f"{name}{' (Keras 3)' if k3 else ''}"
                 try:
                     m = convert_for_device(path, device, train=tr, eval=te, out=work / f"{path.stem}-{device}",
@@ -66,6 +67,8 @@ def main() -> int:
                 for f in m.failed:
                     rows.append([label, device, f["recipe"], "FAILED: " + f["error"][:70], "", "", f"{secs:.0f}"])
                 print(f"# {label} on {device}: reference {m.reference_keras_accuracy:.4f}, {secs:.0f} s", flush=True)
+                for r in rows[done:]:  # as they come: a run cut short still leaves its finished models' rows
+                    print("#   " + " | ".join(str(c) for c in r), flush=True)
     head = ["model", "device", "recipe", "result", "drop pts", "gzip vs fp32", "run s"]
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     for r in [head, ["-" * w for w in widths]] + rows:
