@@ -222,6 +222,9 @@ def cmd_predict(args) -> int:
           f"(ops {p.ops_ms:.3g} ms + overhead {p.overhead_ms:.3g} ms fitted on {p.overhead_from} models)")
     print(f"from measured op signatures: {p.measured_share:.0%} of the ops' time; scaled from a similar op: "
           f"{p.scaled_share:.0%}" + (f"; no estimate for {', '.join(p.missing)}" if p.missing else ""))
+    if p.kernel_scale != 1.0:
+        print(f"kernel-grid ops (lut build) scaled by {p.kernel_scale:.3g}: the median ratio of this board's model "
+              f"ops to the grid at their size")
     return 0
 
 

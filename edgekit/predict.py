@@ -85,21 +85,44 @@ def _scaled(points: list[tuple[float, float]], cost: float) -> tuple[float, floa
     return nearest[1] * cost / nearest[0], nearest[1]
 
 
+def _kernel_scale(entries: dict, kernels: set[str]) -> float:
+    grid: dict[str, list[tuple[float, float]]] = {}
+    for k in kernels:
+        grid.setdefault(_kind(entries[k]["signature"]), []).append((_cost(entries[k]["signature"]),
+                                                                    entries[k]["p50_ms"]))
+    ratios = []
+    for k, e in entries.items():
+        points = grid.get(_kind(e["signature"])) if k not in kernels else None
+        if points and len(points) >= 2:
+            ratios.append(e["p50_ms"] / _scaled(sorted(points), _cost(e["signature"]))[0])
+    return float(np.median(ratios)) if len(ratios) >= 3 else 1.0
+
+
 @dataclass
 class OpTable:
     """A board's per-op latencies (one thread count and delegate), indexed for estimates."""
     entries: dict  # sig_key -> {"signature", "p50_ms", ...}
     by_kind: dict[str, list[tuple[float, float]]]
 
+    kernel_scale: float = 1.0  # applied to kernel-grid ops (see `of`)
+
     @classmethod
     def of(cls, store: Store, board: str, threads: int = 1, delegate: str = "xnnpack") -> OpTable:
+        """The table, with kernel-grid ops (`lut build`) put on the scale of ops cut from real models: measured in
+        another run, as the first op of a tiny model, they came out ~14% faster than model ops of the same kind and
+        size (tools/bench_predict.py --lut), while the whole-model calibration is fitted on the model ops.  The
+        factor is the median ratio of model ops to the kernel grid interpolated at their size (1 without both)."""
         entries = store.op_latencies(board, threads, delegate)
+        kernels = store.kernel_only_ops(board) & set(entries)
+        scale = _kernel_scale(entries, kernels)
+        if scale != 1.0:
+            entries = {k: ({**e, "p50_ms": e["p50_ms"] * scale} if k in kernels else e) for k, e in entries.items()}
         by_kind: dict[str, list[tuple[float, float]]] = {}
         for e in entries.values():
             for loose in (False, True):
                 by_kind.setdefault(("~" if loose else "") + _kind(e["signature"], loose), []).append(
                     (_cost(e["signature"]), e["p50_ms"]))
-        return cls(entries, {k: sorted(v) for k, v in by_kind.items()})
+        return cls(entries, {k: sorted(v) for k, v in by_kind.items()}, scale)
 
     def estimate(self, signature: dict, sig_key: str | None = None) -> tuple[float, str, float | None]:
         """(ms, how, the nearest measured ms): measured by signature, scaled from ops of its kind, or missing."""
@@ -137,6 +160,7 @@ class Prediction:
     scaled_share: float
     missing: list[str] = field(default_factory=list)
     ops: list[OpEstimate] = field(default_factory=list)
+    kernel_scale: float = 1.0  # kernel-grid ops were multiplied by this to match ops cut from models
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -191,4 +215,5 @@ def predict(store: Store, model_path: str | Path, board: str, threads: int = 1,
     return Prediction(model=str(model_path), board=board, threads=threads, delegate=delegate,
                       ms=max(0.0, ops_ms + overhead), ops_ms=ops_ms, overhead_ms=overhead, overhead_from=n,
                       measured_share=measured / ops_ms if ops_ms else 0.0,
-                      scaled_share=scaled / ops_ms if ops_ms else 0.0, missing=missing, ops=estimates)
+                      scaled_share=scaled / ops_ms if ops_ms else 0.0, missing=missing, ops=estimates,
+                      kernel_scale=table.kernel_scale)

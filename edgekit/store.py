@@ -217,6 +217,18 @@ class Store:
     def _has_ops(self) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ops'").fetchone() is not None
 
+    def kernel_only_ops(self, board: str) -> set[str]:
+        """Signatures known only from models never measured whole on `board` (a kernel grid's single-layer models),
+        as opposed to ops cut from models that were (`profile --ops`)."""
+        if not self._has_ops():
+            return set()
+        whole = {sha for (sha,) in self.db.execute(
+            "SELECT DISTINCT model_sha256 FROM measurements WHERE board = ? AND status = 'ok'", (board,))}
+        seen: dict[str, bool] = {}
+        for key, src in self.db.execute("SELECT sig_key, source_sha256 FROM ops"):
+            seen[key] = seen.get(key, False) or src in whole
+        return {k for k, from_whole in seen.items() if not from_whole}
+
     def ops_of(self, source_sha256: str) -> list[OpRow]:
         if not self._has_ops():
             return []

@@ -203,3 +203,22 @@ def test_select_predicts_the_variants_never_measured_and_says_so(rpi4_manifest, 
     assert_one_line_error(run_cli("select", "--board", "local", "--store", store, "--predict"), "--manifest")
     assert_one_line_error(run_cli("select", "--board", "local", "--store", store, "--manifest",
                                   out / "manifest.json", "--predict", "--percentile", "p90"), "p50")
+
+
+def test_kernel_grid_ops_are_put_on_the_scale_of_model_ops():
+    """Kernel-grid ops (never part of a model measured whole) are scaled by the median ratio of model ops to the grid
+    interpolated at their size; with fewer than 3 such ratios nothing is scaled."""
+    from edgekit.predict import _kernel_scale
+
+    def conv(c, ms):
+        t = {"shape": [1, 16, 16, c], "dtype": "INT8", "quant": "per-tensor", "const": False}
+        w = {"shape": [c, 3, 3, c], "dtype": "INT8", "quant": "per-channel", "const": True}
+        return {"signature": {"op": "CONV_2D", "version": 3, "inputs": [t, w], "outputs": [dict(t)],
+                              "options": {"strideH": 1}}, "p50_ms": ms}
+    entries = {"k8": conv(8, 1.0), "k64": conv(64, 8.0), "m16": conv(16, 1.2 * 2.0), "m32": conv(32, 1.2 * 4.0),
+               "m48": conv(48, 1.2 * 6.0)}
+    # the grid is linear in MACs between 8 and 64 channels: at 16, 32, 48 channels it says 1.333, 2.667, 4.889 ms;
+    # the model ops took 2.4, 4.8, 7.2 ms: ratios 1.8, 1.8, 1.473 -> median 1.8
+    assert _kernel_scale(entries, {"k8", "k64"}) == pytest.approx(1.8)
+    assert _kernel_scale({k: entries[k] for k in ("k8", "k64", "m16", "m32")}, {"k8", "k64"}) == 1.0
+
