@@ -156,6 +156,7 @@ def cmd_lut(args) -> int:
     if not (args.board or args.all_boards or args.host):
         raise ConfigError("say which board the table is for: --board NAME (e.g. --board local), --all-boards, "
                           "or --host")
+    _boards_from_args(args)  # an unknown board: said before anything is built
     if args.like:
         from .flatbuffer import read_model
         from .lut import grid_like

@@ -137,7 +137,10 @@ def _parse(cls: type, data: Any, source: str, prefix: str = "") -> tuple[Any, li
         return None, problems
     if any(f.name == "given" and f.metadata.get("internal") for f in dataclasses.fields(cls)):
         values["given"] = dict(data)
-    return cls(**values), []
+    try:
+        return cls(**values), []
+    except ConfigError as e:  # a record's own check across its fields (__post_init__)
+        return None, [f"{source}: {e}"]
 
 
 def parse(cls: type[T], data: Any, where: str, prefix: str = "", **internal: Any) -> T:

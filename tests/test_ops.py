@@ -222,3 +222,24 @@ def test_kernel_grid_ops_are_put_on_the_scale_of_model_ops():
     assert _kernel_scale(entries, {"k8", "k64"}) == pytest.approx(1.8)
     assert _kernel_scale({k: entries[k] for k in ("k8", "k64", "m16", "m32")}, {"k8", "k64"}) == 1.0
 
+
+
+def test_lut_build_for_an_unknown_board_builds_nothing(tmp_path):
+    proc = run_cli("lut", "build", "--board", "nope", "--store", tmp_path / "x.db")
+    assert_one_line_error(proc, "unknown board 'nope'")
+    assert not (tmp_path / "x.db").exists() and not (tmp_path / "edgekit-lut").exists()
+
+
+@pytest.mark.parametrize("prune, why", [
+    ("{structure: filters, target_latency: 0.6}", "needs board"),
+    ("{structure: filters, target_latency: 0.6, board: local, target_flops: 0.5}", "not both"),
+    ("{structure: filters, target_latency: 1.5, board: local}", "target_latency"),
+])
+def test_latency_target_recipes_are_checked_when_loaded(tmp_path, prune, why):
+    from edgekit.errors import ConfigError
+    from edgekit.profiles import load_recipe
+    f = tmp_path / "lt.yaml"
+    f.write_text(f"name: lt\ndescription: x\nquantization: {{mode: int8, io: int8}}\noptimize:\n  prune: {prune}\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(f))
+    assert str(e.value).startswith("lt.yaml") and why in str(e.value)
