@@ -229,6 +229,19 @@ class _Optimizer:
         return current, plain, records
 
 
+CHANCE_MARGIN = 0.05  # a reference within 5 points of the majority class has learned (almost) nothing
+
+
+def majority_baseline(data: Dataset | None) -> float | None:
+    """The accuracy of always answering the most common class of `data` (None without labels)."""
+    if data is None or data.y is None or len(data) == 0:
+        return None
+    import numpy as np
+    from .data import class_indices
+    _, counts = np.unique(class_indices(data.y), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
 def _keras_accuracy(model, data: Dataset | None) -> float | None:
     if data is None:
         return None
@@ -390,8 +403,13 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
     try:
         log(f"[{profile.name}] {len(chosen)} variants: {', '.join(r.name for r in chosen)}")
         ref_acc = _keras_accuracy(model, eval_data)
+        baseline = majority_baseline(eval_data)
         if ref_acc is not None and eval_data is not None:
             log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
+            if baseline is not None and ref_acc <= baseline + CHANCE_MARGIN:
+                log(f"edgekit: warning: the model scores {ref_acc:.4f} on {eval_data.source}, no better than always "
+                    f"answering its most common class ({baseline:.4f}): is it trained? Accuracy drops and budgets "
+                    f"mean nothing against this reference")
         optimizer = _Optimizer(tfmot_model, train, eval_data, log, ref_acc) \
             if train is not None and tfmot_model is not None else None
         failed: list[dict] = [{"recipe": name, "error": why, "stage": "preflight"}
@@ -420,7 +438,10 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
         manifest = Manifest(
             device=profile.name, device_profile=profile.to_dict(), source_model=source,
             reference_keras_accuracy=ref_acc,
-            eval_data=None if eval_data is None else {"source": eval_data.source, "samples": len(eval_data)},
+            eval_data=None if eval_data is None else {
+                "source": eval_data.source, "samples": len(eval_data), "majority_baseline": baseline,
+                "reference_at_chance": bool(ref_acc is not None and baseline is not None
+                                            and ref_acc <= baseline + CHANCE_MARGIN)},
             variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             edgekit_version=__version__, labels=labels, failed=failed)
         manifest.files = outdir.written(work) + ["manifest.json"]

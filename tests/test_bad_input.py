@@ -1,4 +1,5 @@
 """Every bad input: one clear line on stderr, exit code 2, no traceback, no output folder left behind."""
+import json
 import subprocess
 import sys
 
@@ -122,3 +123,24 @@ def test_cli_success_prints_table_and_json(digits_model, digits_data, tmp_path):
     m = json.loads(proc.stdout)
     assert m["variants"][0]["accuracy"] > 0.95 and (tmp_path / "o" / "fp32.tflite").exists()
     assert "convert" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_untrained_model_is_called_out_not_measured_against(digits_data, digits_model, tmp_path):
+    """A reference no better than the most common class makes every drop and budget meaningless: said on stderr and
+    in the manifest; a trained model is not flagged."""
+    from edgekit._tf import keras
+    keras.utils.set_random_seed(0)
+    raw = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros")])
+    raw.save(tmp_path / "untrained.keras")
+    test = digits_data[1]
+    proc = run_cli("convert-for-device", tmp_path / "untrained.keras", "--device", "local", "--recipe", "fp32",
+                   "--eval", test, "--out", tmp_path / "o", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "no better than always answering its most common class" in proc.stderr
+    ev = json.loads(proc.stdout)["eval_data"]
+    assert ev["reference_at_chance"] is True and 0.05 < ev["majority_baseline"] < 0.2
+    ok = run_cli("convert-for-device", digits_model, "--device", "local", "--recipe", "fp32", "--eval", test,
+                 "--out", tmp_path / "o2", "--json")
+    assert ok.returncode == 0 and "most common class" not in ok.stderr
+    assert json.loads(ok.stdout)["eval_data"]["reference_at_chance"] is False
