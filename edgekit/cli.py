@@ -114,12 +114,12 @@ def cmd_profile(args) -> int:
     return _profile_and_show(models, args)
 
 
-def _profile_and_show(models: list, args, summary=None) -> int:
+def _profile_and_show(models: list, args, summary=None, boards=None) -> int:
     """Profile `models` on the boards the arguments name, print the table (or --json) and the failures."""
     from .profiling.api import profile
     from .profiling.jobs import Settings
     from .profiling.scheduler import Options
-    res = profile(models, _boards_from_args(args), threads=args.threads, repeat=args.repeat,
+    res = profile(models, boards or _boards_from_args(args), threads=args.threads, repeat=args.repeat,
                   settings=Settings(warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
                                     delegate=args.delegate), input_path=args.input,
                   options=Options(store=args.store, force=args.force, timeout=args.timeout, retries=args.retries,
@@ -156,7 +156,7 @@ def cmd_lut(args) -> int:
     if not (args.board or args.all_boards or args.host):
         raise ConfigError("say which board the table is for: --board NAME (e.g. --board local), --all-boards, "
                           "or --host")
-    _boards_from_args(args)  # an unknown board: said before anything is built
+    boards = _boards_from_args(args)  # an unknown board: said before anything is built
     if args.like:
         from .flatbuffer import read_model
         from .lut import grid_like
@@ -178,7 +178,7 @@ def cmd_lut(args) -> int:
                 + (f"; {uncut} ops could not be cut" if uncut else "")
                 + "\nnow `edgekit predict MODEL.tflite --board B` scales from these where a model's op was not "
                   "measured")
-    return _profile_and_show(files, args, summary)
+    return _profile_and_show(files, args, summary, boards)
 
 
 def cmd_boards(args) -> int:

@@ -107,7 +107,8 @@ def cut(model_bytes: bytes) -> list[OpModel]:
             return {"shape": [int(x) for x in (t.shape if t.shape is not None else [])],
                     "dtype": ttype.get(t.type, str(t.type)), "quant": _quant_kind(t),
                     "const": data is not None and len(data) > 0}
-        signature = {"op": name, "version": int(code.version), "inputs": [desc(i) for i in ins],
+        in_desc = [desc(i) for i in ins]
+        signature = {"op": name, "version": int(code.version), "inputs": in_desc,
                      "outputs": [desc(i) for i in outs], "options": _options(op.builtinOptions),
                      "options_type": int(op.builtinOptionsType)}
         sig_key = sig_key_of(signature)
@@ -115,7 +116,7 @@ def cut(model_bytes: bytes) -> list[OpModel]:
                  for i in outs]
         layer = layer_of(names[0]) if names else None
         mentioned: list[str] = []
-        for i in outs + [i for i in ins if i >= 0 and (desc(i) or {}).get("const")]:
+        for i in outs + [i for i, d in zip(ins, in_desc) if d and d["const"]]:
             raw = sub.tensors[i].name
             for part in (raw.decode() if isinstance(raw, bytes) else str(raw or "")).split(";"):
                 got = layer_of(part)

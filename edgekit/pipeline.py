@@ -404,9 +404,10 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
         log(f"[{profile.name}] {len(chosen)} variants: {', '.join(r.name for r in chosen)}")
         ref_acc = _keras_accuracy(model, eval_data)
         baseline = majority_baseline(eval_data)
+        at_chance = ref_acc is not None and baseline is not None and ref_acc <= baseline + CHANCE_MARGIN
         if ref_acc is not None and eval_data is not None:
             log(f"[{profile.name}] keras    reference accuracy {ref_acc:.4f} on {len(eval_data)} samples")
-            if baseline is not None and ref_acc <= baseline + CHANCE_MARGIN:
+            if at_chance:
                 log(f"edgekit: warning: the model scores {ref_acc:.4f} on {eval_data.source}, no better than always "
                     f"answering its most common class ({baseline:.4f}): is it trained? Accuracy drops and budgets "
                     f"mean nothing against this reference")
@@ -440,8 +441,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
             reference_keras_accuracy=ref_acc,
             eval_data=None if eval_data is None else {
                 "source": eval_data.source, "samples": len(eval_data), "majority_baseline": baseline,
-                "reference_at_chance": bool(ref_acc is not None and baseline is not None
-                                            and ref_acc <= baseline + CHANCE_MARGIN)},
+                "reference_at_chance": at_chance},
             variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             edgekit_version=__version__, labels=labels, failed=failed)
         manifest.files = outdir.written(work) + ["manifest.json"]

@@ -196,10 +196,11 @@ def fit_overhead(store: Store, board: str, threads: int, delegate: str, table: d
 
 
 def predict(store: Store, model_path: str | Path, board: str, threads: int = 1,
-            delegate: str = "xnnpack", exclude_self: bool = False) -> Prediction:
+            delegate: str = "xnnpack", exclude_self: bool = False, table: OpTable | None = None) -> Prediction:
     """`exclude_self`: the model's own whole-model measurements do not enter the overhead fit (to test the
-    predictor on a model whose ops are in the table)."""
-    table = OpTable.of(store, board, threads, delegate)
+    predictor on a model whose ops are in the table).  `table`: this configuration's OpTable, when the caller
+    predicts many models (read from the store otherwise)."""
+    table = table or OpTable.of(store, board, threads, delegate)
     estimates, missing = [], []
     for o in cut(Path(model_path).read_bytes()):
         ms, how, base = table.estimate(o.signature, o.sig_key)

@@ -225,7 +225,7 @@ def _predicted(store, cands: list[Candidate], variants: dict, model_names: dict,
     """Candidates for the variants not measured on `board` (XNNPACK, at each thread count its op table has), marked
     predicted; notes on what was predicted and what could not be."""
     from .manifest import variant_file
-    from .predict import predict as predict_latency
+    from .predict import OpTable, predict as predict_latency
     if not board:
         raise ConfigError("--predict needs --board (a prediction is for one board's op table)")
     if percentile != "p50":
@@ -235,6 +235,7 @@ def _predicted(store, cands: list[Candidate], variants: dict, model_names: dict,
     profile = on_board[0]["profile"] if on_board else ""
     threads = sorted({r["threads"] for r in on_board}) or [1]
     made, unusable = 0, []
+    tables = {t: OpTable.of(store, board, t) for t in threads}  # read once, used for every variant
     for sha, (mpath, v, mdevice) in variants.items():
         for t in threads:
             if (sha, t, "xnnpack") in measured:
@@ -244,7 +245,7 @@ def _predicted(store, cands: list[Candidate], variants: dict, model_names: dict,
                 continue
             if not _compatible(v, mpath, mdevice, profile, fit_cache):
                 continue
-            p = predict_latency(store, variant_file(mpath, v), board, t)
+            p = predict_latency(store, variant_file(mpath, v), board, t, table=tables[t])
             if p.missing or not p.ops_ms:
                 unusable.append(f"{v.name} t{t}")
                 continue

@@ -77,7 +77,7 @@ class LatencyModel:
 
     def __init__(self, model, tflite: bytes, table, board: str):
         from ..ops import cut
-        self.table, self.board = table, board
+        self.table = table
         self.base = channels(model)
         kinds = {layer.name: kind_of(layer) for layer in model.layers}
         self.ops = []
@@ -104,15 +104,6 @@ class LatencyModel:
                 sig = rewrite(sig, self.base[op.anchor], now[op.anchor])
             total += self.table.estimate(sig, op.sig_key if sig is op.signature else None)[0]
         return float(total)
-
-    def share(self) -> dict[str, float]:
-        """Each anchor layer's share of the predicted time (where the time goes), largest first."""
-        per: dict[str, float] = {}
-        for op in self.ops:
-            per[op.anchor or "(other)"] = per.get(op.anchor or "(other)", 0.0) + self.table.estimate(
-                op.signature, op.sig_key)[0]
-        total = sum(per.values()) or 1.0
-        return dict(sorted(((k, v / total) for k, v in per.items()), key=lambda kv: -kv[1]))
 
 
 def smaller_counts(n: int, multiple: int, minimum: int) -> list[int]:
