@@ -131,3 +131,30 @@ def test_keras3_rebuild_is_exact_and_names_what_it_cannot_carry(odd_keras3):
     odd = keras.Model(inp, keras.layers.Dense(2)(Twice(name="twice")(inp)))
     with pytest.raises(OptimizationError, match="layer 'twice' \\(Twice\\)"):
         keras3.to_tf_keras(odd)
+
+
+def test_pcqat_keeps_sparsity_when_another_conv_was_left_unpruned():
+    """TF-MOT's PCQAT registry shares one weight quantizer between all Conv2D layers, and that quantizer stops
+    preserving sparsity for good when it meets a conv with no zeros (one left alone as too small): the pruned convs
+    then lost every zero during QAT, intermittently, as the allocation varied. Each layer now has its own."""
+    from edgekit._tf import keras
+    from edgekit.data import Dataset
+    from edgekit.optimize.cluster import cluster
+    from edgekit.optimize.qat import qat
+    from edgekit.optimize.steps import Cluster, Qat
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.random((256, 8, 8, 1), dtype=np.float32), rng.integers(0, 10, 256), "random")
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 1, name="protected")(inp)  # too small to prune or cluster: no zeros, as in real models
+    h = keras.layers.Conv2D(16, 3, name="pruned")(h)
+    out = keras.layers.Dense(10, activation="softmax", name="head")(keras.layers.Flatten()(h))
+    model = keras.Model(inp, out)
+    kernel, bias = model.get_layer("pruned").get_weights()
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.7)] = 0
+    model.get_layer("pruned").set_weights([kernel, bias])
+    clustered, _ = cluster(model, Cluster(clusters=8, epochs=1), data, preserve_sparsity=True)
+    assert np.mean(clustered.get_layer("pruned").get_weights()[0] == 0) > 0.69
+    trained, _ = qat(clustered, Qat(epochs=1), data, "PCQAT")
+    zeros = {v.name.split("/")[0]: float(np.mean(v.numpy() == 0)) for v in trained.weights if "kernel:0" in v.name}
+    assert zeros["pruned"] > 0.69 and zeros["protected"] == 0.0, zeros

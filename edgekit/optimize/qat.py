@@ -35,6 +35,17 @@ class _KnownOnly:
     def supports(self, layer):
         return self._default.supports(layer) and self._inner.supports(layer)
 
+    def get_quantize_config(self, layer):
+        """TF-MOT's cluster-preserving registry hands every Conv2D (and every Dense) one shared weight quantizer, and
+        that quantizer switches `preserve_sparsity` off for good when it meets a layer with no zero weights: one
+        unpruned conv then wipes every other conv's sparsity during PCQAT. Each layer gets its own copy."""
+        import copy
+        config = self._inner.get_quantize_config(layer)
+        if getattr(config, "weight_quantizer", None) is not None and hasattr(config.weight_quantizer,
+                                                                            "preserve_sparsity"):
+            config.weight_quantizer = copy.copy(config.weight_quantizer)
+        return config
+
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
