@@ -45,7 +45,8 @@ def cmd_convert(args) -> int:
     from .report_text import manifest_table
     m = convert_for_device(args.model, args.device, args.recipe or None, train=args.train,
                            calibration=args.calibration, eval=args.eval, out=args.out, labels=args.labels,
-                           keep_going=args.keep_going, overwrite=args.overwrite, max_drop=args.max_drop)
+                           keep_going=args.keep_going, overwrite=args.overwrite, max_drop=args.max_drop,
+                           reuse=args.resume)
     if args.json:
         _print_json(m.to_dict())
     else:
@@ -397,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="write into an --out folder that also holds files "
                    "edgekit did not write: only edgekit's own files (listed in its manifest) are replaced, the "
                    "rest is kept")
+    s.add_argument("--resume", action="store_true", help="reuse the variants a previous or interrupted run (killed, "
+                   "out of memory, Ctrl-C, a failed recipe) built from the same model file and recipe settings; "
+                   "build only the rest")
     s.add_argument("--json", action="store_true", help="print the manifest as JSON")
     s.set_defaults(func=cmd_convert)
 

@@ -63,13 +63,47 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
+def _ours(folder: Path) -> bool:
+    return not folder.is_symlink() and (folder / MARKER).is_file()
+
+
+def interrupted(out: Path) -> Path:
+    """Where the finished variants of a run that did not end are kept: `.NAME.interrupted` beside `out`."""
+    return out.parent / f".{out.name}.interrupted"
+
+
+def keep_interrupted(work: Path, out: Path) -> Path | None:
+    """A staging folder whose run did not end becomes `.NAME.interrupted` when it holds finished variants (its
+    manifest is rewritten after each one), so nothing built is lost; otherwise it is removed.  Returns the kept
+    folder."""
+    if not _ours(work):
+        return None
+    if not (work / MANIFEST).is_file():
+        shutil.rmtree(work, ignore_errors=True)
+        return None
+    kept = interrupted(out)
+    if kept.exists() or kept.is_symlink():
+        if not _ours(kept):
+            return None  # not ours: leave both as they are
+        shutil.rmtree(kept)
+    work.rename(kept)
+    return kept
+
+
 def staging(out: Path) -> Path:
-    """A fresh hidden sibling `.NAME.partial` to build in (an old one is removed only if it is ours)."""
+    """A fresh hidden sibling `.NAME.partial` to build in.  An old one (a run killed before it could clean up,
+    e.g. by the kernel's out-of-memory killer) is kept as `.NAME.interrupted` if it holds finished variants, and
+    removed otherwise; either only if it is ours."""
     work = out.parent / f".{out.name}.partial"
     if work.exists() or work.is_symlink():
-        if work.is_symlink() or not (work / MARKER).is_file():
+        if not _ours(work):
             raise ConfigError(f"{work} exists and was not made by edgekit; move it away")
-        shutil.rmtree(work)
+        keep_interrupted(work, out)
+        if work.exists():
+            shutil.rmtree(work)
+    kept = interrupted(out)
+    if (kept.exists() or kept.is_symlink()) and not _ours(kept):
+        raise ConfigError(f"{kept} exists and was not made by edgekit; move it away")
     work.mkdir(parents=True)
     (work / MARKER).write_text("edgekit builds here; removed when done\n")
     return work
@@ -81,7 +115,7 @@ def written(work: Path) -> list[str]:
 
 
 def discard(work: Path) -> None:
-    if (work / MARKER).is_file() and not work.is_symlink():
+    if _ours(work):
         shutil.rmtree(work, ignore_errors=True)
 
 

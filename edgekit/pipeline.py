@@ -417,8 +417,20 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
                               for name, why in impossible.items()]
         for name, why in impossible.items():
             log(f"[{profile.name}] {name}: FAILED  {why}")
-        previous = _reusable(out, source) if reuse else {}
-        variants = []
+        previous = _previous_runs(out, source, reuse, log, profile.name)
+        variants: list[Variant] = []
+
+        def manifest_now() -> Manifest:
+            m = Manifest(
+                device=profile.name, device_profile=profile.to_dict(), source_model=source,
+                reference_keras_accuracy=ref_acc,
+                eval_data=None if eval_data is None else {
+                    "source": eval_data.source, "samples": len(eval_data), "majority_baseline": baseline,
+                    "reference_at_chance": at_chance},
+                variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                edgekit_version=__version__, labels=labels, failed=failed)
+            m.files = sorted({*outdir.written(work), "manifest.json"} - {"manifest.json.tmp"})
+            return m
         for recipe in (r for r in chosen if r.name not in impossible):
             label = f"[{profile.name}] {recipe.name}"
             kept = _reuse(recipe, previous, work)
@@ -434,23 +446,21 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
                 failed.append(failure)
                 log(f"{label}: FAILED  {failure['error']}" + (" (the other variants are kept)"
                                                               if failure.get("stage") == "resources" else ""))
+            if variants:  # after every variant: a run killed from outside (e.g. out of memory) loses nothing
+                manifest_now().write(work / "manifest.json")
         if failed and not variants:
             raise OptimizationError(f"every recipe failed; first: {failed[0]['recipe']}: {failed[0]['error']}")
-        manifest = Manifest(
-            device=profile.name, device_profile=profile.to_dict(), source_model=source,
-            reference_keras_accuracy=ref_acc,
-            eval_data=None if eval_data is None else {
-                "source": eval_data.source, "samples": len(eval_data), "majority_baseline": baseline,
-                "reference_at_chance": at_chance},
-            variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            edgekit_version=__version__, labels=labels, failed=failed)
-        manifest.files = outdir.written(work) + ["manifest.json"]
+        manifest = manifest_now()
         manifest.write(work / "manifest.json")
         outdir.install(work, out)
+        outdir.discard(outdir.interrupted(out))  # its variants were reused or are superseded by this run
         log(f"[{profile.name}] done in {time.perf_counter() - t_start:.1f} s -> {out}/manifest.json")
         return manifest
     except BaseException:
-        outdir.discard(work)
+        stopped = outdir.keep_interrupted(work, out)
+        if stopped is not None:
+            log(f"[{profile.name}] the run did not end: its finished variants are kept in {stopped}; run the same "
+                f"command with --resume to build only the rest")
         raise
 
 
@@ -600,6 +610,20 @@ def _source_sha(path: Path) -> str:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def _previous_runs(out: Path, source: dict, reuse: bool, log: Log, device: str) -> dict:
+    """Variants to reuse: from a previous complete run into `out` and from an interrupted one beside it."""
+    stopped = _reusable(outdir.interrupted(out), source)
+    if not reuse:
+        if stopped:
+            log(f"[{device}] an interrupted run left {len(stopped)} finished variants in {outdir.interrupted(out)}; "
+                f"pass --resume to reuse them (this run builds everything again)")
+        return {}
+    found = {**_reusable(out, source), **stopped}
+    if stopped:
+        log(f"[{device}] resuming: {len(stopped)} variants of an interrupted run can be reused")
+    return found
 
 
 def _reusable(out: Path, source: dict) -> dict:

@@ -44,9 +44,11 @@ def digits_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def rpi4_manifest(tmp_path_factory, digits_model, digits_data):
-    """The rpi4 default recipe set converted once for the whole session."""
+    """The rpi4 default recipe set, and `dynamic` named by hand (a user may: it is flagged), converted once."""
     from edgekit import convert_for_device
+    from edgekit.profiles import load_profile
     out = tmp_path_factory.mktemp("conv") / "rpi4"
     train, test = digits_data
-    manifest = convert_for_device(digits_model, "rpi4", train=train, eval=test, out=out, log=lambda m: None)
+    recipes = [*load_profile("rpi4").default_recipes, "dynamic"]
+    manifest = convert_for_device(digits_model, "rpi4", recipes, train=train, eval=test, out=out, log=lambda m: None)
     return manifest, out

@@ -102,7 +102,7 @@ def test_keras3_model_through_the_default_recipes(odd_keras3, data16, tmp_path):
     m = json.loads(proc.stdout)
     assert m["source_model"]["keras"] == 3 and not m["failed"]
     names = [v["name"] for v in m["variants"]]
-    assert names == ["fp32", "dynamic", "int8", "pruned-int8", "pcqat-int8"]
+    assert names == ["fp32", "fp16", "int8", "pruned-int8", "pcqat-int8"]
     ref = m["reference_keras_accuracy"]
     fp32 = next(v for v in m["variants"] if v["name"] == "fp32")
     assert abs(fp32["accuracy"] - ref) < 1e-9  # converted from the Keras 3 model itself

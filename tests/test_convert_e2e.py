@@ -13,7 +13,7 @@ REQUIRED_FIELDS = {"name", "recipe", "path", "sha256", "bytes", "gzip_bytes", "s
 def test_manifest_describes_every_rpi4_default_variant(rpi4_manifest):
     _manifest, out = rpi4_manifest
     on_disk = load_manifest(out / "manifest.json")
-    assert [v.name for v in on_disk.variants] == ["fp32", "dynamic", "int8", "pruned-int8", "pcqat-int8"]
+    assert [v.name for v in on_disk.variants] == ["fp32", "fp16", "int8", "pruned-int8", "pcqat-int8", "dynamic"]
     raw = json.loads((out / "manifest.json").read_text())
     for v in raw["variants"]:
         assert set(v) >= REQUIRED_FIELDS, v["name"]

@@ -90,3 +90,26 @@ def test_unknown_device_cli_is_one_line_exit_2(tmp_path):
 def _path(folder, name):
     from conftest import REPO
     return REPO / folder / f"{name}.yaml"
+
+
+def test_every_default_recipe_converts_to_a_model_the_devices_own_runtime_loads(digits_model, digits_data):
+    """A device's defaults must not build what its first runtime cannot load (rpi4's tflite-runtime 2.14 and the
+    converter's FULLY_CONNECTED v12 in dynamic-range models was such a default).  Op versions follow the quantization
+    mode, so each mode a default recipe ends in is converted once, by the real converter, from the digits model."""
+    from edgekit.compat import runtime_problem
+    from edgekit.convert.tflite import convert
+    from edgekit.data import load_data
+    from edgekit.flatbuffer import parse_model
+    from edgekit.modelio import load_keras_model
+    model, calibration = load_keras_model(digits_model), load_data(digits_data[0])
+    converted: dict = {}
+    checked = []
+    for p in load_profiles():
+        for name in p.default_recipes:
+            recipe = load_recipe(name)
+            key = (recipe.mode, recipe.io)
+            if key not in converted:
+                converted[key] = parse_model(convert(model, key[0], key[1], calibration=calibration), name)
+            assert runtime_problem(converted[key], p.runtime) is None, (p.name, name)
+            checked.append((p.name, name))
+    assert ("rpi4", "int8") in checked and ("coral-usb", "int8-edgetpu") in checked

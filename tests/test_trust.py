@@ -141,3 +141,62 @@ def test_shape_errors_print_plain_numbers(digits_model, tmp_path):
                    tmp_path / "cal.npz", "--out", tmp_path / "o")
     line = assert_one_line_error(proc, "(9, 9, 1)", "(8, 8, 1)")
     assert "np." not in line
+
+
+def test_a_run_killed_mid_way_keeps_its_variants_and_resumes(digits_model, digits_data, tmp_path):
+    """SIGKILL (what the kernel's out-of-memory killer sends: no clean-up runs) after two of three variants: they
+    are on disk with their manifest, a plain rerun says so, and --resume builds only the third."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    train, test = digits_data
+    out = tmp_path / "o"
+    args = ["convert-for-device", digits_model, "--device", "local", "--train", train, "--eval", test,
+            "--recipe", "fp32", "--recipe", "int8", "--recipe", "pruned-int8", "--out", out, "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    progress = tmp_path / ".o.partial" / "manifest.json"
+    deadline = time.monotonic() + 300
+    try:
+        while not (progress.is_file() and len(json.loads(progress.read_text())["variants"]) == 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not out.exists()
+    rerun = run_cli(*args, "--resume")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming: 2 variants of an interrupted run" in rerun.stderr
+    assert "fp32: reused" in rerun.stderr and "int8: reused" in rerun.stderr
+    assert "pruned-int8: reused" not in rerun.stderr and "pruned-int8: prune" in rerun.stderr
+    m = json.loads(rerun.stdout)
+    assert [v["name"] for v in m["variants"]] == ["fp32", "int8", "pruned-int8"]
+    assert all((out / v["path"]).is_file() for v in m["variants"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging or interrupted folder left behind
+
+
+def test_ctrl_c_keeps_what_was_built_and_a_plain_rerun_says_so(digits_model, digits_data, tmp_path):
+    """KeyboardInterrupt in the middle of the second recipe (raised from the log line it prints, as Ctrl-C would
+    at any point): the first variant is kept beside --out, with its manifest."""
+    from edgekit import convert_for_device
+    train, test = digits_data
+    out, lines = tmp_path / "o", []
+
+    def log(line):
+        lines.append(line)
+        if "int8: convert" in line:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        convert_for_device(digits_model, "local", ["fp32", "int8"], train=train, eval=test, out=out, log=log)
+    kept = tmp_path / ".o.interrupted"
+    assert (kept / "fp32.tflite").is_file() and not (kept / "int8.tflite").exists()
+    assert json.loads((kept / "manifest.json").read_text())["variants"][0]["name"] == "fp32"
+    assert any("finished variants are kept in" in ln and "--resume" in ln for ln in lines)
+    lines.clear()
+    again = convert_for_device(digits_model, "local", ["fp32", "int8"], train=train, eval=test, out=out,
+                               log=lines.append)
+    assert any("an interrupted run left 1 finished variants" in ln for ln in lines)
+    assert [v.name for v in again.variants] == ["fp32", "int8"] and not kept.exists()

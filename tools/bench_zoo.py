@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--keras3", action="store_true", help="also build each model with Keras 3")
+    ap.add_argument("--recipes", default=None, help="comma-separated recipes (default: each device's defaults)")
+    ap.add_argument("--verbose", action="store_true", help="print each step line on stderr")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgekit import convert_for_device
@@ -52,8 +54,10 @@ def main() -> int:
                 done = len(rows)
                 label = f"{name}{' (Keras 3)' if k3 else ''}"
                 try:
-                    m = convert_for_device(path, device, train=tr, eval=te, out=work / f"{path.stem}-{device}",
-                                           keep_going=True, log=lambda s: None)
+                    m = convert_for_device(path, device, args.recipes.split(",") if args.recipes else None, train=tr,
+                                           eval=te, out=work / f"{path.stem}-{device}", keep_going=True,
+                                           log=(lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose
+                                           else (lambda s: None))
                 except EdgekitError as e:
                     rows.append([label, device, "RUN FAILED", str(e)[:80], "", "", f"{time.perf_counter() - t0:.0f}"])
                     continue
