@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__, outdir
 from .compat import device_problems, edgetpu_preflight
@@ -171,7 +172,47 @@ class _Optimizer:
             raise OptimizationError(f"recipe '{recipe.name}', step {step}: {text[:300]}") from e
 
     def run(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
-        """Returns (model to convert, plain Keras model before QAT, step records)."""
+        """Returns (model to convert, plain Keras model before QAT, step records).
+
+        `auto` strengths are searched one step at a time, so QAT after them can still fall apart (EfficientNet's
+        squeeze-excitation blocks under PCQAT).  The finished chain is checked on the validation split too; over
+        budget, the last searched step is backed off one setting at a time (at most BACKOFFS chains) and the most
+        accurate chain is kept; the qat step record lists what was tried (`chain_backoff`)."""
+        from .optimize.search import MARGIN
+        result = self._chain(recipe, label)
+        if not recipe.qat or self.val_reference is None or not _searched_steps(recipe):
+            return result
+        from .compress.sensitivity import accuracy_of
+        searched = _searched_steps(recipe)
+        budget, tried = recipe.max_drop * MARGIN, recipe
+        tries: list[dict[str, Any]] = []
+        best: tuple[float, tuple[object, object, list[dict]]] | None = None
+        while True:
+            acc = accuracy_of(result[0], self.val)
+            drop = 100.0 * (self.val_reference - acc)
+            tries.append({"settings": _chosen(result[2]), "validation_accuracy": round(acc, 4),
+                          "drop_points": round(drop, 2), "within_budget": drop <= budget})
+            if best is None or acc > best[0]:
+                best = (acc, result)
+            weaker = None if drop <= budget or len(tries) > BACKOFFS else _weaker(searched, result[2])
+            if weaker is None:
+                break
+            step, value = weaker
+            self.log(f"{label}: chain    {drop:+.1f} pts on validation after QAT (budget {budget:g}): trying "
+                     f"{step} {_show(step, value)}")
+            tried = dataclasses.replace(tried, **{step: getattr(tried, step).with_(**{STRENGTH[step]: value})})
+            result = self._chain(tried, label)
+        assert best is not None
+        result = best[1]
+        if len(tries) > 1:
+            qat_rec = next(r for r in result[2] if r["step"] == "qat")
+            qat_rec["chain_backoff"] = tries
+            kept = tries[[t["validation_accuracy"] for t in tries].index(best[0])]
+            self.log(f"{label}: chain    kept {', '.join(f'{k} {_show(k, v)}' for k, v in kept['settings'].items())}"
+                     f" ({kept['drop_points']:+.1f} pts on validation)")
+        return result
+
+    def _chain(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
         from .optimize.train import kernel_stats
         self.label = label
         from .optimize.steps import STEPS
@@ -227,6 +268,43 @@ class _Optimizer:
             records.append(rec)
             self.log(text + ("  (reused)" if reused else ""))
         return current, plain, records
+
+
+BACKOFFS = 2  # chains re-run with a weaker setting when the finished chain is over budget
+STRENGTH = {"prune": "target", "cluster": "clusters"}  # the TF-MOT chain's searched settings
+
+
+def _auto_settings(step: str) -> tuple:
+    from .optimize.cluster import AUTO_CLUSTERS
+    from .optimize.prune import AUTO_TARGETS
+    return {"prune": AUTO_TARGETS, "cluster": AUTO_CLUSTERS}[step]
+
+
+def _searched_steps(recipe: Recipe) -> list[str]:
+    from .optimize.steps import STEPS
+    return [s for s in recipe.steps if s in STRENGTH and STEPS[s].searched(getattr(recipe, s))]
+
+
+def _chosen(records: list[dict]) -> dict:
+    """The strength each prune / cluster step of a chain ran with."""
+    return {r["step"]: r.get(STRENGTH[r["step"]], (r.get("settings") or {}).get(STRENGTH[r["step"]]))
+            for r in records if r["step"] in STRENGTH}
+
+
+def _show(step: str, value) -> str:
+    return f"{value:.0%}" if step == "prune" and isinstance(value, float) else str(value)
+
+
+def _weaker(searched: list[str], records: list[dict]) -> tuple[str, object] | None:
+    """(step, setting) one notch weaker than what the chain ran with, among the steps the recipe left `auto` (a
+    strength the user fixed stays): the last one first."""
+    chosen = _chosen(records)
+    for step in reversed(searched):
+        settings = _auto_settings(step)
+        at = chosen.get(step)
+        if at in settings and settings.index(at) + 1 < len(settings):
+            return step, settings[settings.index(at) + 1]
+    return None
 
 
 CHANCE_MARGIN = 0.05  # a reference within 5 points of the majority class has learned (almost) nothing

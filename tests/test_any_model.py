@@ -54,7 +54,8 @@ def test_odd_layers_go_through_prune_cluster_and_qat(odd_model, data16, tmp_path
     left = steps["prune"]["layers_left"]
     assert "no weights to prune" in left["rescale"] and "no prunable weights" in left["lonely_bn"]
     handled = steps["qat"]["layers_handled"]
-    assert "output fake-quantized" in handled["rescale"] and "output fake-quantized" in handled["se_mul"]
+    assert "on the model's input: left float in training" in handled["rescale"]
+    assert "output fake-quantized" in handled["se_mul"]
     assert "BatchNormalization without a conv" in handled["lonely_bn"]
     assert any("TFOpLambda" in why for why in handled.values())
     assert "stem_bn" not in handled  # after a conv: TF-MOT folds it itself
@@ -65,7 +66,9 @@ def test_odd_layers_go_through_prune_cluster_and_qat(odd_model, data16, tmp_path
         assert v["accuracy"] >= m["reference_keras_accuracy"] - 0.15, (v["name"], v["accuracy"])
         weights_dtypes = {w["dtype"] for w in v["inputs"]} | {w["dtype"] for w in v["outputs"]}
         assert weights_dtypes == {"int8"}
-    assert "HARD_SWISH" in _ops(out / "pcqat-int8.tflite") or "MUL" in _ops(out / "pcqat-int8.tflite")
+    ops = _ops(out / "pcqat-int8.tflite")
+    assert "HARD_SWISH" in ops or "MUL" in ops
+    assert "DEQUANTIZE" not in ops, ops  # integer from the input on: nothing for an Edge TPU to split at
 
 
 def test_a_recipe_the_model_cannot_take_fails_alone(tmp_path, digits_data):

@@ -105,3 +105,19 @@ def test_structured_steps_search_their_strength_too(digits_model, digits_data, t
         assert 1 <= len(trials) <= 4 and step[key] in step["search"]["candidates"]
         assert step["macs_after"] < step["macs_before"] or key == "energy"
         assert v.within_budget is not None
+
+
+def test_a_chain_over_budget_after_qat_backs_off_the_last_searched_step_only():
+    """The back-off order after a collapsed QAT: the cluster count the search chose, one notch weaker at a time,
+    then the sparsity; a strength the user fixed is never touched."""
+    from edgekit.pipeline import _chosen, _weaker
+    chain = [{"step": "prune", "target": 0.8, "settings": {"target": "auto"}},
+             {"step": "cluster", "clusters": 8, "settings": {"clusters": "auto"}}, {"step": "qat", "settings": {}}]
+    assert _chosen(chain) == {"prune": 0.8, "cluster": 8}
+    assert _weaker(["prune", "cluster"], chain) == ("cluster", 16)
+    chain[1]["clusters"] = 64  # the weakest clustering: the sparsity goes next
+    assert _weaker(["prune", "cluster"], chain) == ("prune", 0.7)
+    assert _weaker(["cluster"], chain) is None  # sparsity fixed by the user, clusters at their weakest
+    fixed = [{"step": "prune", "settings": {"target": 0.5}}, {"step": "cluster", "clusters": 4,
+                                                              "settings": {"clusters": "auto"}}]
+    assert _chosen(fixed) == {"prune": 0.5, "cluster": 4} and _weaker(["cluster"], fixed) == ("cluster", 8)

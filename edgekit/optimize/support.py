@@ -102,6 +102,20 @@ def _bn_follows_foldable(layer) -> bool:
     return len(getattr(parents[0], "_outbound_nodes", [])) == 1
 
 
+PREPROCESSING = ("Rescaling", "Normalization")
+
+
+def _preprocesses_input(layer) -> bool:
+    """Whether `layer` reads the model's input directly or through other preprocessing layers only."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if len(nodes) != 1:
+        return False
+    inbound = nodes[0].inbound_layers
+    inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
+    return bool(inbound) and all(kind_of(i) == "InputLayer" or (kind_of(i) in PREPROCESSING and _preprocesses_input(i))
+                                 for i in inbound)
+
+
 def qat_plan(layer) -> tuple[str, str | None]:
     """How QAT treats `layer`: ("tfmot", None) annotated as TF-MOT would, ("output", why) with our output-only
     QuantizeConfig, or ("float", why) left float during training (the int8 converter calibrates it)."""
@@ -111,6 +125,9 @@ def qat_plan(layer) -> tuple[str, str | None]:
     if kind == "BatchNormalization":
         return ("tfmot", None) if _bn_follows_foldable(layer) else (
             "output", "BatchNormalization without a conv before it: output fake-quantized, folded at conversion")
+    if kind in PREPROCESSING and _preprocesses_input(layer):
+        return "float", (f"{kind} on the model's input: left float in training, quantized by the converter from "
+                         f"calibration, so the model stays integer from its input (no DEQUANTIZE/QUANTIZE pair)")
     if kind == "TFOpLambda":
         fn = layer.get_config().get("function")
         return "float", f"TFOpLambda ({fn}): left float in training; the converter quantizes it from calibration"
