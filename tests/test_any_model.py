@@ -161,3 +161,23 @@ def test_pcqat_keeps_sparsity_when_another_conv_was_left_unpruned():
     trained, _ = qat(clustered, Qat(epochs=1), data, "PCQAT")
     zeros = {v.name.split("/")[0]: float(np.mean(v.numpy() == 0)) for v in trained.weights if "kernel:0" in v.name}
     assert zeros["pruned"] > 0.69 and zeros["protected"] == 0.0, zeros
+
+
+def test_batchnorm_after_a_conv_with_its_own_activation_goes_through_pcqat(digits_data):
+    """Conv2D(activation='relu') -> BatchNormalization, common in hand-written models: TF-MOT folds only a linear
+    conv, and its registry refused the BN (every QAT recipe failed in the pre-flight)."""
+    from edgekit._tf import keras
+    from edgekit.convert.tflite import convert
+    from edgekit.data import load_data
+    from edgekit.flatbuffer import parse_model
+    from edgekit.optimize.qat import _apply
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    out = keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    for scheme in ("QAT", "PCQAT"):
+        qmodel, notes = _apply(model, scheme)
+        assert "after a conv with its own activation" in notes["bn"], notes
+    info = parse_model(convert(qmodel, "int8", "int8", load_data(digits_data[0])), "bn")
+    assert set(info.tensor_dtypes) <= {"int8", "int32"}, info.tensor_dtypes  # full integer

@@ -91,13 +91,17 @@ def noop_quantize_config():
 
 
 def _bn_follows_foldable(layer) -> bool:
-    """A BatchNormalization right after a Conv2D/DepthwiseConv2D used by nothing else: TF-MOT folds it."""
+    """A BatchNormalization right after a Conv2D/DepthwiseConv2D with no activation of its own, used by nothing
+    else: TF-MOT folds it (its fold pattern asks `activation: linear`; Conv2D(activation='relu') -> BN is not
+    folded and must get a QuantizeConfig of ours)."""
     nodes = getattr(layer, "_inbound_nodes", [])
     if len(nodes) != 1:
         return False
     parents = nodes[0].inbound_layers
     parents = parents if isinstance(parents, list) else [parents]
     if len(parents) != 1 or type(parents[0]).__name__ not in _FOLDED_BY_TFMOT:
+        return False
+    if parents[0].get_config().get("activation", "linear") != "linear":
         return False
     return len(getattr(parents[0], "_outbound_nodes", [])) == 1
 
@@ -123,8 +127,14 @@ def qat_plan(layer) -> tuple[str, str | None]:
     if kind == "InputLayer":
         return "skip", None
     if kind == "BatchNormalization":
-        return ("tfmot", None) if _bn_follows_foldable(layer) else (
-            "output", "BatchNormalization without a conv before it: output fake-quantized, folded at conversion")
+        if _bn_follows_foldable(layer):
+            return "tfmot", None
+        parents = layer._inbound_nodes[0].inbound_layers if len(getattr(layer, "_inbound_nodes", [])) == 1 else []
+        parents = parents if isinstance(parents, list) else [parents]
+        after_active_conv = len(parents) == 1 and type(parents[0]).__name__ in _FOLDED_BY_TFMOT
+        why = ("after a conv with its own activation (TF-MOT folds only a linear conv)" if after_active_conv
+               else "without a conv before it")
+        return "output", f"BatchNormalization {why}: output fake-quantized, folded at conversion"
     if kind in PREPROCESSING and _preprocesses_input(layer):
         return "float", (f"{kind} on the model's input: left float in training, quantized by the converter from "
                          f"calibration, so the model stays integer from its input (no DEQUANTIZE/QUANTIZE pair)")
