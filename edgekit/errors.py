@@ -31,6 +31,10 @@ class ConversionError(EdgekitError):
     """The TFLite converter or the EdgeTPU compiler failed."""
 
 
+class ResourceLimitError(ConversionError):
+    """A step needed more memory or time than its limit: that recipe fails alone, the others are kept."""
+
+
 class ModelFormatError(EdgekitError):
     """A .tflite file is corrupt, truncated or not a TFLite flatbuffer."""
 

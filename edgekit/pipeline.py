@@ -15,7 +15,7 @@ from typing import Any
 from . import __version__, outdir
 from .compat import device_problems, edgetpu_preflight
 from .data import CALIBRATION_SAMPLES, Dataset, check_calibration, check_fits, check_labels, load_data, read_labels
-from .errors import ConfigError, ConversionError, DataError, OptimizationError
+from .errors import ConfigError, ConversionError, DataError, OptimizationError, ResourceLimitError
 from .flatbuffer import parse_model
 from .manifest import Manifest, Variant
 from .memory import peak_mb, reset_peak
@@ -582,6 +582,8 @@ def _reuse(recipe: Recipe, previous: dict, work: Path) -> Variant | None:
 def _recipe_failure(recipe: Recipe, e: Exception, keep_going: bool) -> dict:
     """How a recipe's failure is listed in the manifest, or the exception again when it must stop the run:
     optimization / conversion errors without `keep_going`, and anything that is not ours or the machine's."""
+    if isinstance(e, ResourceLimitError):  # a limit of this machine, not the user's input: fails alone
+        return {"recipe": recipe.name, "error": f"recipe '{recipe.name}': {e}", "stage": "resources"}
     if isinstance(e, (OptimizationError, ConversionError)):
         if not keep_going:
             raise e
@@ -600,7 +602,8 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
     keras_acc = records[-1]["accuracy_after"] if records else ref_acc  # measured by the last step
     reset_peak()
     t0 = time.perf_counter()
-    model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes)
+    stats: dict = {}
+    model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes, stats)
     logging.getLogger("edgekit.convert").debug("%s: converted (%s, io %s, %s calibration samples): %d bytes in "
                                                "%.1f s", recipe.name, recipe.mode, recipe.io,
                                                len(calibration) if calibration is not None else 0, len(model_bytes),
@@ -608,9 +611,10 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
     secs = time.perf_counter() - t0
     peak = peak_mb()
     records.append({"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2), "bytes": len(model_bytes),
-                    "peak_rss_mb": peak})
+                    "peak_rss_mb": peak, **stats})
     log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})"
-        + (f"  peak {peak:,.0f} MB" if peak else ""))
+        + (f"  peak {peak:,.0f} MB" if peak else "")
+        + (f" (in a child process: {stats['child_peak_rss_mb']:,.0f} MB)" if stats.get("isolated") else ""))
     if recipe.selective:
         decide = optimizer.val if optimizer is not None else (calibration if calibration is not None and
                                                                calibration.y is not None else None)

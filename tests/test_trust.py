@@ -200,3 +200,36 @@ def test_ctrl_c_keeps_what_was_built_and_a_plain_rerun_says_so(digits_model, dig
                                log=lines.append)
     assert any("an interrupted run left 1 finished variants" in ln for ln in lines)
     assert [v.name for v in again.variants] == ["fp32", "int8"] and not kept.exists()
+
+
+def test_a_conversion_over_its_memory_limit_fails_alone_in_its_child(digits_model, digits_data, tmp_path, monkeypatch):
+    """Large models convert in a child process (EDGEKIT_CONVERT_ISOLATED=auto: >= 5M parameters; forced here on the
+    digits model): the result is the in-process one, and a conversion over the memory limit is stopped and fails
+    alone, its one-line reason in the manifest, while the variant before it is kept.  The limit is lowered (the
+    environment is read at each conversion) once the first recipe's conversion has logged its line."""
+    import os
+    from edgekit import convert_for_device
+    train, test = digits_data
+    monkeypatch.setenv("EDGEKIT_CONVERT_ISOLATED", "never")
+    here = convert_for_device(digits_model, "local", ["int8"], train=train, eval=test, out=tmp_path / "here",
+                              log=lambda s: None)
+    monkeypatch.setenv("EDGEKIT_CONVERT_ISOLATED", "always")
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if "[local] int8: convert" in line:
+            os.environ["EDGEKIT_CONVERT_MEMORY_MB"] = "150"  # a child needs more just to import TensorFlow
+    monkeypatch.setenv("EDGEKIT_CONVERT_MEMORY_MB", "8000")
+    child = convert_for_device(digits_model, "local", ["int8", "fp32"], train=train, eval=test,
+                               out=tmp_path / "child", log=log)
+    (int8,) = child.variants
+    assert int8.name == "int8" and int8.accuracy == here.variants[0].accuracy
+    assert int8.ops == here.variants[0].ops and abs(int8.bytes - here.variants[0].bytes) < 64  # names differ
+    convert_rec = int8.steps[-1] if int8.steps else None
+    assert convert_rec and convert_rec["isolated"] and convert_rec["child_peak_rss_mb"] > 150
+    (failed,) = child.failed
+    assert failed["recipe"] == "fp32" and failed["stage"] == "resources"
+    assert "float32 conversion needed more than 150 MB of memory and was stopped" in failed["error"]
+    assert "\n" not in failed["error"]
+    assert (tmp_path / "child" / "int8.tflite").is_file()

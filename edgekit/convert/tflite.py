@@ -27,13 +27,24 @@ def _converter(model, static_batch: bool):
 
 
 def convert(model, mode: str, io: str = "float32", calibration: Dataset | None = None,
-            static_batch: bool = False) -> bytes:
-    """Convert a tf_keras model; returns the flatbuffer bytes.  `static_batch` fixes the batch at 1."""
-    from .._tf import tf
-    from .._quiet import captured_stderr
+            static_batch: bool = False, stats: dict | None = None) -> bytes:
+    """Convert a tf_keras model; returns the flatbuffer bytes.  `static_batch` fixes the batch at 1.  A large
+    model is converted in a child process with a memory and time limit (`convert.isolated`; its peak memory goes
+    into `stats`)."""
     if len(model.inputs) != 1:
         raise ConversionError(f"models with {len(model.inputs)} inputs are not supported yet (one input)")
-    conv = _converter(model, static_batch)
+    if mode in ("int8", "int16x8") and calibration is None:
+        raise ConversionError(f"{mode} quantization needs calibration data (--calibration or --train)")
+    from .isolated import convert_isolated, isolate
+    if isolate(model):
+        return convert_isolated(model, mode, io, calibration, static_batch, stats)
+    return finish(_converter(model, static_batch), mode, io, calibration)
+
+
+def finish(conv, mode: str, io: str, calibration: Dataset | None) -> bytes:
+    """Set a converter up for `mode` and `io` and run it (here, or in the isolated child)."""
+    from .._tf import tf
+    from .._quiet import captured_stderr
     if mode != "float32":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":

@@ -1,0 +1,34 @@
+"""The isolated conversion's child: `python -m edgekit.convert.child FOLDER MODE IO` converts FOLDER/model (a
+SavedModel) with the settings `tflite.finish` gives MODE and IO, calibrating on FOLDER/calibration.npy, and writes
+FOLDER/model.tflite.  An error is one line on stderr starting `edgekit-child: `."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    folder, mode, io = Path(argv[0]), argv[1], argv[2]
+    import numpy as np
+    from ..data import Dataset
+    from ..errors import EdgekitError
+    from .tflite import finish
+    try:
+        from .._tf import tf
+        cal = folder / "calibration.npy"
+        calibration = Dataset(np.load(cal), None, "calibration") if cal.is_file() else None
+        data = finish(tf.lite.TFLiteConverter.from_saved_model(str(folder / "model")), mode, io, calibration)
+        tmp = folder / "model.tflite.tmp"
+        tmp.write_bytes(data)
+        tmp.rename(folder / "model.tflite")
+        return 0
+    except EdgekitError as e:
+        print(f"edgekit-child: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"edgekit-child: {mode} conversion ran out of memory", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
