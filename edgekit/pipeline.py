@@ -174,27 +174,42 @@ class _Optimizer:
     def run(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
         """Returns (model to convert, plain Keras model before QAT, step records).
 
-        `auto` strengths are searched one step at a time, so QAT after them can still fall apart (EfficientNet's
-        squeeze-excitation blocks under PCQAT).  The finished chain is checked on the validation split too; over
-        budget, the last searched step is backed off one setting at a time (at most BACKOFFS chains) and the most
-        accurate chain is kept; the qat step record lists what was tried (`chain_backoff`)."""
+        The steps are searched one at a time, so QAT after them can still fall apart (EfficientNet under PCQAT
+        went from 0.96 to 0.13).  A QAT chain is checked as a whole on the validation split: over budget, when the
+        model before QAT is within it, QAT is what broke it and that model is converted post-training instead
+        (`qat_dropped` in the qat record); otherwise the last searched step is backed off one setting at a time (at
+        most BACKOFFS more chains) and the most accurate chain is kept (`chain_backoff`)."""
         from .optimize.search import MARGIN
         result = self._chain(recipe, label)
-        if not recipe.qat or self.val_reference is None or not _searched_steps(recipe):
+        if not recipe.qat:
             return result
         from .compress.sensitivity import accuracy_of
-        searched = _searched_steps(recipe)
+        if self.val_reference is None:
+            self.val_reference = accuracy_of(self.model, self.val)
+        reference, searched = self.val_reference, _searched_steps(recipe)
         budget, tried = recipe.max_drop * MARGIN, recipe
         tries: list[dict[str, Any]] = []
         best: tuple[float, tuple[object, object, list[dict]]] | None = None
         while True:
             acc = accuracy_of(result[0], self.val)
-            drop = 100.0 * (self.val_reference - acc)
+            drop = 100.0 * (reference - acc)
             tries.append({"settings": _chosen(result[2]), "validation_accuracy": round(acc, 4),
                           "drop_points": round(drop, 2), "within_budget": drop <= budget})
             if best is None or acc > best[0]:
                 best = (acc, result)
-            weaker = None if drop <= budget or len(tries) > BACKOFFS else _weaker(searched, result[2])
+            if drop <= budget:
+                break
+            before = 100.0 * (reference - accuracy_of(result[1], self.val))
+            if before <= budget:  # QAT itself broke a chain that was within budget: convert post-training
+                qat_rec = next(r for r in result[2] if r["step"] == "qat")
+                qat_rec["qat_dropped"] = {"validation_drop_points": round(drop, 2),
+                                          "before_qat_drop_points": round(before, 2)}
+                if len(tries) > 1:
+                    qat_rec["chain_backoff"] = tries
+                self.log(f"{label}: chain    QAT fell {drop:+.1f} pts on validation, the model before it "
+                         f"{before:+.1f} (budget {budget:g}): that model is converted post-training instead")
+                return result[1], result[1], result[2]
+            weaker = _weaker(searched, result[2]) if len(tries) <= BACKOFFS else None
             if weaker is None:
                 break
             step, value = weaker
@@ -362,6 +377,10 @@ def _shortfalls(records: list[dict]) -> list[str]:
     """Asked for more sparsity than the model gave (e.g. most weights sit in layers TF-MOT leaves alone)."""
     out = []
     for rec in records:
+        if rec.get("qat_dropped"):
+            d = rec["qat_dropped"]
+            out.append(f"QAT fell {d['validation_drop_points']:+.1f} points on the validation split (the model before "
+                       f"it {d['before_qat_drop_points']:+.1f}): converted post-training from the model before QAT")
         if rec.get("step") != "prune" or rec.get("structure") == "2:4":
             continue
         asked = rec.get("target", (rec.get("settings") or {}).get("target"))
@@ -600,6 +619,8 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
     from .convert.tflite import convert
     converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
     keras_acc = records[-1]["accuracy_after"] if records else ref_acc  # measured by the last step
+    if records and records[-1].get("qat_dropped"):  # converted from the model before QAT
+        keras_acc = records[-1]["accuracy_before"]
     reset_peak()
     t0 = time.perf_counter()
     stats: dict = {}
