@@ -99,10 +99,36 @@ def preflight(model) -> None:
     _apply(clone(model), "QAT")  # no training: seconds even for large models
 
 
+WARM_BATCHES, WARM_BATCH = 8, 32
+
+
+def warm_ranges(qmodel, data: Dataset) -> None:
+    """Set every activation range from the data before QAT trains.  TF-MOT starts each range at [-6, 6] and moves
+    it by an EMA of decay 0.999 per step, so over a fine-tune of a few hundred steps it stays near [-6, 6]: a tensor
+    that lives in [0, 0.004] (EfficientNet's Rescaling(1/255) on [0, 1] input) then quantizes to zero and the model
+    collapses to chance (0.85 -> 0.10 before any training).  Forward passes in training mode (no weight update)
+    with a fast EMA instead: the first batch sets each range, the next ones average in at decay 0.5."""
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+    original = quant_ops.MovingAvgQuantize
+    x = data.sample(WARM_BATCHES * WARM_BATCH).x.astype("float32")
+    try:
+        for i, start in enumerate(range(0, len(x), WARM_BATCH)):
+            decay = 0.0 if i == 0 else 0.5
+
+            def fast(*args, _decay=decay, **kwargs):
+                kwargs["ema_decay"] = _decay
+                return original(*args, **kwargs)
+            quant_ops.MovingAvgQuantize = fast
+            qmodel(x[start:start + WARM_BATCH], training=True)
+    finally:
+        quant_ops.MovingAvgQuantize = original
+
+
 def qat(model, cfg: Qat, data: Dataset, scheme_name: str, teacher=None, distill=None):
     """Return (a quantization-aware-trained copy of `model` (still wrapped; the converter reads it), details)."""
     from ..modelio import clone
     qmodel, notes = _apply(clone(model), scheme_name)
+    warm_ranges(qmodel, data)
     fit = fine_tune(qmodel, data, epochs=cfg.epochs, lr=1e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     details = {"fit": fit}
