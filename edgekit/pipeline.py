@@ -190,13 +190,14 @@ class _Optimizer:
         budget, tried = recipe.max_drop * MARGIN, recipe
         tries: list[dict[str, Any]] = []
         best: tuple[float, tuple[object, object, list[dict]]] | None = None
+        best_try = 0
         while True:
             acc = accuracy_of(result[0], self.val)
             drop = 100.0 * (reference - acc)
             tries.append({"settings": _chosen(result[2]), "validation_accuracy": round(acc, 4),
                           "drop_points": round(drop, 2), "within_budget": drop <= budget})
             if best is None or acc > best[0]:
-                best = (acc, result)
+                best, best_try = (acc, result), len(tries) - 1
             if drop <= budget:
                 break
             before = 100.0 * (reference - accuracy_of(result[1], self.val))
@@ -222,7 +223,7 @@ class _Optimizer:
         if len(tries) > 1:
             qat_rec = next(r for r in result[2] if r["step"] == "qat")
             qat_rec["chain_backoff"] = tries
-            kept = tries[[t["validation_accuracy"] for t in tries].index(best[0])]
+            kept = tries[best_try]
             self.log(f"{label}: chain    kept {', '.join(f'{k} {_show(k, v)}' for k, v in kept['settings'].items())}"
                      f" ({kept['drop_points']:+.1f} pts on validation)")
         return result
