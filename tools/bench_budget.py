@@ -1,11 +1,13 @@
 """The accuracy budget on models of different families: per compressing recipe, the strength the search chose,
 gzip ratio vs fp32, drop on eval, within budget or not, trials and wall time; then the goals.
 
-    python tools/bench_budget.py [--only digits,residual,mobilenetv2,odd] [--max-drop 1.0]
+    python tools/bench_budget.py [--only digits,residual,mobilenetv2,odd,efficientnetb0] [--max-drop 1.0]
+    python tools/bench_compress.py --budget [same options]   (the same table)
 
 digits: the bundled digits CNN (8x8); residual: Conv+BN, depthwise, residual Add (16x16 digits); mobilenetv2:
-keras.applications MobileNetV2 alpha 0.35 (32x32 RGB digits, weights=None, trained here); odd: Rescaling, SE
-Multiply, standalone BatchNormalization, hard-swish as TF ops (16x16 RGB).  Nothing is downloaded."""
+keras.applications MobileNetV2 alpha 0.35 (32x32 RGB digits, weights=None, trained here); efficientnetb0: the same
+for keras.applications EfficientNetB0 (its Rescaling + Normalization input, swish, squeeze-excitation); odd:
+Rescaling, SE Multiply, standalone BatchNormalization, hard-swish as TF ops (16x16 RGB).  Nothing is downloaded."""
 from __future__ import annotations
 
 import argparse
@@ -39,7 +41,7 @@ def _data(name: str, work: Path):
 
 
 def _size(name: str) -> int:
-    return {"mobilenetv2": 32, "odd": 16}.get(name, 16)
+    return {"mobilenetv2": 32, "efficientnetb0": 32, "odd": 16}.get(name, 16)
 
 
 def _model(name: str, work: Path, train: Path) -> Path:
@@ -56,6 +58,8 @@ def _model(name: str, work: Path, train: Path) -> Path:
         m.fit(d["x"], d["y"], epochs=15, batch_size=32, verbose=0)
     elif name == "mobilenetv2":
         m = zoo.train(zoo.application("MobileNetV2", 32), 32, epochs=15)
+    elif name == "efficientnetb0":
+        m = zoo.train(zoo.application("EfficientNetB0", 32), 32, epochs=8)
     else:
         m = zoo.train(zoo.odd_layers(16), 16, epochs=15)
     path = work / f"{name}.keras"

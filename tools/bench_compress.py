@@ -2,6 +2,11 @@
 """Compression that keeps accuracy and pays on the board, for the digits CNN and a residual/depthwise/BN CNN.
 
     python tools/bench_compress.py [--only digits,residual,wide] [--runs 300] [--rounds 7]
+    python tools/bench_compress.py --budget [--only digits,residual,mobilenetv2,odd,efficientnetb0] [--max-drop 1]
+
+With --budget: per compressing recipe of the shipped defaults (strength `auto`, searched within the accuracy budget)
+on models of four families, the chosen strength, gzip ratio vs fp32, drop on eval, within budget, trials and wall
+time, then the goals (tools/bench_budget.py).
 
 Models: the digits CNN (8x8), `residual` (BatchNorm + depthwise + residual blocks, width 32, 32x32 input) and `wide`
 (the same blocks, width 128, 16x16 input). Per model: uniform vs sensitivity allocation vs sensitivity +
@@ -146,6 +151,11 @@ def run_model(name, model, arrays, epochs, work: Path, runs: int, rounds: int, t
 
 
 def main():
+    if "--budget" in sys.argv[1:]:  # the accuracy-budget table over model families: tools/bench_budget.py
+        sys.argv.remove("--budget")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_budget
+        return bench_budget.main()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="digits,residual,wide", help="comma-separated: digits, residual, wide")
     ap.add_argument("--runs", type=int, default=300)
