@@ -55,14 +55,12 @@ def test_fixed_strength_over_budget_is_flagged_and_not_selected(digits_model, di
     assert sorted(c["variant"] for c in json.loads(proc.stdout)["candidates"]) == ["int8", "prune95-int8"]
 
 
-def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_path):
-    """One hidden unit with a huge range (read by nobody) makes per-tensor int8 round every other unit to zero:
-    int8 collapses; int8-selective finds the layers with the largest int8 error and keeps them float."""
+def _outlier_model(train):
+    """Digits MLP with one hidden unit of a huge range that nobody reads: per-tensor int8 of that layer's output
+    rounds every other unit to zero, so any int8 form of it (QAT or post-training) collapses."""
     import numpy as np
-    from edgekit import convert_for_device
     from edgekit._tf import keras
     from edgekit.data import load_data
-    train, test = digits_data
     tr = load_data(train)
     keras.utils.set_random_seed(0)
     m = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(name="flat"),
@@ -76,6 +74,34 @@ def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_
     k2, b2 = m.get_layer("out").get_weights()
     k2[0, :] = 0
     m.get_layer("out").set_weights([k2, b2])
+    return m
+
+
+def test_a_chain_that_qat_breaks_is_converted_post_training_and_flagged(digits_data, tmp_path):
+    """The pruned model is within budget, QAT of it is not (the outlier unit): the chain check says QAT broke it,
+    converts the model before QAT instead, says so, and the variant (int8 still breaks this model) is flagged."""
+    from edgekit import convert_for_device
+    train, test = digits_data
+    recipe = tmp_path / "pqat.yaml"
+    recipe.write_text("name: pqat\ndescription: x\noptimize:\n  prune: {target: auto}\n  qat: {epochs: 1}\n"
+                      "quantization: {mode: int8}\n")
+    lines: list = []
+    (v,) = convert_for_device(_outlier_model(train), "local", [str(recipe)], train=train, eval=test,
+                              out=tmp_path / "o", log=lines.append).variants
+    prune, qat = v.steps[0], v.steps[1]
+    assert qat["qat_dropped"]["before_qat_drop_points"] <= 0.5 < 50 < qat["qat_dropped"]["validation_drop_points"]
+    assert v.keras_accuracy == qat["accuracy_before"] == prune["accuracy_after"]  # the model that was converted
+    assert any("converted post-training from the model before QAT" in w for w in v.warnings)
+    assert any("QAT fell" in ln and "converted post-training instead" in ln for ln in lines)
+    assert v.within_budget is False and "hidden" in {w["layer"] for w in v.quantization["largest_errors"]}
+
+
+def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_path):
+    """One hidden unit with a huge range (read by nobody) makes per-tensor int8 round every other unit to zero:
+    int8 collapses; int8-selective finds the layers with the largest int8 error and keeps them float."""
+    from edgekit import convert_for_device
+    train, test = digits_data
+    m = _outlier_model(train)
     manifest = convert_for_device(m, "local", ["int8", "int8-selective"], train=train, eval=test,
                                   out=tmp_path / "o", log=lambda s: None)
     ref = manifest.reference_keras_accuracy
