@@ -1,4 +1,5 @@
-"""Peak memory of one pipeline step (Linux): reset the process's high-water mark, read it afterwards."""
+"""Memory figures from /proc (Linux): a step's peak (reset the high-water mark, read it afterwards), another
+process's resident memory, the memory available.  None where /proc does not say."""
 from __future__ import annotations
 
 
@@ -12,13 +13,28 @@ def reset_peak() -> bool:
         return False
 
 
-def peak_mb() -> float | None:
-    """The process's peak resident memory since the last reset_peak() (or start), in MB."""
+def _kb_field(path: str, field: str) -> float | None:
+    """A `Field:   123 kB` line of a /proc file, in MB."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return round(int(line.split()[1]) / 1024.0, 1)
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def peak_mb() -> float | None:
+    """The process's peak resident memory since the last reset_peak() (or start), in MB."""
+    return _kb_field("/proc/self/status", "VmHWM")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of process `pid` now, in MB."""
+    return _kb_field(f"/proc/{pid}/status", "VmRSS")
+
+
+def available_mb() -> float | None:
+    """Memory available for new work on this machine, in MB."""
+    return _kb_field("/proc/meminfo", "MemAvailable")

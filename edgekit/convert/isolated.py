@@ -22,6 +22,7 @@ import numpy as np
 
 from ..data import CALIBRATION_SAMPLES, Dataset
 from ..errors import ConfigError, ConversionError, ResourceLimitError
+from ..memory import available_mb, rss_mb
 
 ISOLATE_PARAMS = 5_000_000
 POLL_S = 0.1
@@ -43,17 +44,6 @@ def isolate(model) -> bool:
         return False
 
 
-def _available_mb() -> float | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _number(name: str, default: float | None) -> float | None:
     raw = os.environ.get(name)
     if raw is None:
@@ -69,20 +59,9 @@ def _number(name: str, default: float | None) -> float | None:
 
 def limits() -> tuple[float | None, float]:
     """(memory limit in MB or None where it cannot be read, time limit in seconds)."""
-    available = _available_mb()
+    available = available_mb()
     memory = _number("EDGEKIT_CONVERT_MEMORY_MB", None if available is None else 0.8 * available)
     return memory, _number("EDGEKIT_CONVERT_TIMEOUT_S", 3600.0) or 3600.0
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
 
 
 def _save(model, folder: Path, static_batch: bool) -> None:
@@ -110,7 +89,7 @@ def convert_isolated(model, mode: str, io: str, calibration: Dataset | None, sta
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
             t0, peak, why = time.monotonic(), 0.0, None
             while proc.poll() is None:
-                peak = max(peak, _rss_mb(proc.pid))
+                peak = max(peak, rss_mb(proc.pid) or 0.0)
                 if memory is not None and peak > memory:
                     why = f"needed more than {memory:,.0f} MB of memory"
                 elif time.monotonic() - t0 > seconds:
