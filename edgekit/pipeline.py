@@ -216,7 +216,7 @@ class _Optimizer:
             step, value = weaker
             self.log(f"{label}: chain    {drop:+.1f} pts on validation after QAT (budget {budget:g}): trying "
                      f"{step} {_show(step, value)}")
-            tried = dataclasses.replace(tried, **{step: getattr(tried, step).with_(**{STRENGTH[step]: value})})
+            tried = dataclasses.replace(tried, **{step: getattr(tried, step).with_(**{_strength(step): value})})
             result = self._chain(tried, label)
         assert best is not None
         result = best[1]
@@ -287,7 +287,12 @@ class _Optimizer:
 
 
 BACKOFFS = 2  # chains re-run with a weaker setting when the finished chain is over budget
-STRENGTH = {"prune": "target", "cluster": "clusters"}  # the TF-MOT chain's searched settings
+CHAIN = ("prune", "cluster")  # the TF-MOT chain's searched steps (their setting: the step registry's `strength`)
+
+
+def _strength(step: str) -> str:
+    from .optimize.steps import STEPS
+    return str(STEPS[step].strength)
 
 
 def _auto_settings(step: str) -> tuple:
@@ -298,13 +303,13 @@ def _auto_settings(step: str) -> tuple:
 
 def _searched_steps(recipe: Recipe) -> list[str]:
     from .optimize.steps import STEPS
-    return [s for s in recipe.steps if s in STRENGTH and STEPS[s].searched(getattr(recipe, s))]
+    return [s for s in recipe.steps if s in CHAIN and STEPS[s].searched(getattr(recipe, s))]
 
 
 def _chosen(records: list[dict]) -> dict:
     """The strength each prune / cluster step of a chain ran with."""
-    return {r["step"]: r.get(STRENGTH[r["step"]], (r.get("settings") or {}).get(STRENGTH[r["step"]]))
-            for r in records if r["step"] in STRENGTH}
+    return {r["step"]: r.get(_strength(r["step"]), (r.get("settings") or {}).get(_strength(r["step"])))
+            for r in records if r["step"] in CHAIN}
 
 
 def _show(step: str, value) -> str:

@@ -94,16 +94,20 @@ def _bn_follows_foldable(layer) -> bool:
     """A BatchNormalization right after a Conv2D/DepthwiseConv2D with no activation of its own, used by nothing
     else: TF-MOT folds it (its fold pattern asks `activation: linear`; Conv2D(activation='relu') -> BN is not
     folded and must get a QuantizeConfig of ours)."""
+    parent = _conv_before(layer)
+    if parent is None or parent.get_config().get("activation", "linear") != "linear":
+        return False
+    return len(getattr(parent, "_outbound_nodes", [])) == 1
+
+
+def _conv_before(layer):
+    """The Conv2D/DepthwiseConv2D that is `layer`'s only input, or None."""
     nodes = getattr(layer, "_inbound_nodes", [])
     if len(nodes) != 1:
-        return False
+        return None
     parents = nodes[0].inbound_layers
     parents = parents if isinstance(parents, list) else [parents]
-    if len(parents) != 1 or type(parents[0]).__name__ not in _FOLDED_BY_TFMOT:
-        return False
-    if parents[0].get_config().get("activation", "linear") != "linear":
-        return False
-    return len(getattr(parents[0], "_outbound_nodes", [])) == 1
+    return parents[0] if len(parents) == 1 and type(parents[0]).__name__ in _FOLDED_BY_TFMOT else None
 
 
 PREPROCESSING = ("Rescaling", "Normalization")
@@ -129,11 +133,8 @@ def qat_plan(layer) -> tuple[str, str | None]:
     if kind == "BatchNormalization":
         if _bn_follows_foldable(layer):
             return "tfmot", None
-        parents = layer._inbound_nodes[0].inbound_layers if len(getattr(layer, "_inbound_nodes", [])) == 1 else []
-        parents = parents if isinstance(parents, list) else [parents]
-        after_active_conv = len(parents) == 1 and type(parents[0]).__name__ in _FOLDED_BY_TFMOT
-        why = ("after a conv with its own activation (TF-MOT folds only a linear conv)" if after_active_conv
-               else "without a conv before it")
+        why = ("after a conv with its own activation (TF-MOT folds only a linear conv)"
+               if _conv_before(layer) is not None else "without a conv before it")
         return "output", f"BatchNormalization {why}: output fake-quantized, folded at conversion"
     if kind in PREPROCESSING and _preprocesses_input(layer):
         return "float", (f"{kind} on the model's input: left float in training, quantized by the converter from "
