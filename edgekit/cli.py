@@ -44,7 +44,8 @@ def cmd_convert(args) -> int:
     from .pipeline import convert_for_device
     from .report_text import manifest_table
     m = convert_for_device(args.model, args.device, args.recipe or None, train=args.train,
-                           calibration=args.calibration, eval=args.eval, out=args.out, labels=args.labels,
+                           calibration=args.calibration, eval=args.eval, val=args.val, out=args.out,
+                           labels=args.labels,
                            keep_going=args.keep_going, overwrite=args.overwrite, max_drop=args.max_drop,
                            reuse=args.resume)
     if args.json:
@@ -387,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train", help="DATA for fine-tuning (pruning / clustering / QAT)")
     s.add_argument("--calibration", help="DATA for the representative dataset (default: 200 samples of --train)")
     s.add_argument("--eval", help="DATA to measure accuracy in the LiteRT interpreter")
+    s.add_argument("--val", help="held-out DATA the model did not train on, for the 'auto' strength searches "
+                   "(default: a split carved from --train, which a model trained on --train has seen, so the "
+                   "searches choose weaker settings); must share no sample with --train")
     s.add_argument("--out", default="edgekit-out", help="output folder (default: edgekit-out)")
     s.add_argument("--labels", help="class names, one per line, in output order (default: the data's class "
                    "folders or a .npz 'classes' array); kept in the manifest for exports")

@@ -148,6 +148,20 @@ def class_indices(y: np.ndarray) -> np.ndarray:
     return y.argmax(axis=1) if y.ndim == 2 else y
 
 
+def check_disjoint(val: Dataset, train: Dataset) -> None:
+    """Held-out data for decisions must not be in the training data (the fine-tunes learn from --train, so a shared
+    sample would make every candidate look better than it is)."""
+    import hashlib
+
+    def rows(d: Dataset) -> set[bytes]:
+        x = np.ascontiguousarray(d.x)
+        return {hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in x.reshape(len(d), -1)}
+    shared = len(rows(val) & rows(train))
+    if shared:
+        raise DataError(f"validation data {val.source}: {shared} of its {len(val)} samples are also in the training "
+                        f"data {train.source}; --val must be data neither the model nor the fine-tunes learn from")
+
+
 def check_calibration(data: Dataset, input_shape: tuple) -> None:
     if len(data) == 0:
         raise CalibrationError(f"calibration data {data.source}: has zero samples")

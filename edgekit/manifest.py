@@ -57,6 +57,9 @@ class Manifest:
     labels: list[str] | None = None  # class names in output order (from --labels or the data's classes)
     failed: list[dict] = field(default_factory=list)  # recipes that failed under keep_going: {recipe, error}
     files: list[str] = field(default_factory=list)  # every file edgekit wrote into the folder (its own, and only these)
+    # what the strength searches decided on: {source, samples, carved_from_train, reference_accuracy[,
+    # seen_by_model_gap_points]}; None when no recipe searched a strength
+    validation_data: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

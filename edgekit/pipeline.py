@@ -14,7 +14,8 @@ from typing import Any
 
 from . import __version__, outdir
 from .compat import device_problems, edgetpu_preflight
-from .data import CALIBRATION_SAMPLES, Dataset, check_calibration, check_fits, check_labels, load_data, read_labels
+from .data import (CALIBRATION_SAMPLES, Dataset, check_calibration, check_disjoint, check_fits, check_labels,
+                   load_data, read_labels)
 from .errors import ConfigError, ConversionError, DataError, OptimizationError, ResourceLimitError
 from .flatbuffer import parse_model
 from .manifest import Manifest, Variant
@@ -29,7 +30,7 @@ def _stderr(msg: str) -> None:
     logging.getLogger("edgekit.pipeline").info(msg)
 
 
-def _load_inputs(model, train, calibration, eval_data):
+def _load_inputs(model, train, calibration, eval_data, val=None):
     from . import keras3
     from .modelio import check_is_tf_keras, keras_version_of, load_keras_model
     source = {"path": None}
@@ -50,19 +51,20 @@ def _load_inputs(model, train, calibration, eval_data):
 
     def get(d):
         return d if d is None or isinstance(d, Dataset) else load_data(d, shape)
-    train, calibration, eval_data = get(train), get(calibration), get(eval_data)
-    for d, role in ((train, "training"), (eval_data, "eval")):
+    train, calibration, eval_data, val = get(train), get(calibration), get(eval_data), get(val)
+    if val is not None and train is None:
+        raise DataError("--val (held-out data for the strength searches) needs --train")
+    for d, role in ((train, "training"), (eval_data, "eval"), (val, "validation")):
         if d is not None:
             check_fits(d, shape, role)
-    if train is not None:
-        check_labels(train, out_shape, "training")
-    if eval_data is not None:
-        check_labels(eval_data, out_shape, "eval")
+            check_labels(d, out_shape, role)
+    if val is not None:
+        check_disjoint(val, train)
     if calibration is not None:
         check_calibration(calibration, shape)
     source.update(name=getattr(model, "name", "model"), params=int(model.count_params()),
                   input_shape=[d for d in shape], output_shape=[d for d in out_shape])
-    return model, source, train, calibration, eval_data
+    return model, source, train, calibration, eval_data, val
 
 
 def _tfmot_model(model, source: dict, chosen: list[Recipe], sample, log: Log):
@@ -136,14 +138,27 @@ def _preflight(model, recipes: list[Recipe], train, calibration, unavailable: st
 class _Optimizer:
     """Runs optimization chains, reusing a shared prefix (same prune settings -> one fine-tune)."""
 
-    def __init__(self, model, train: Dataset, eval_data: Dataset | None, log: Log, reference_accuracy=None):
+    def __init__(self, model, train: Dataset, eval_data: Dataset | None, log: Log, reference_accuracy=None,
+                 val: Dataset | None = None):
         self.model, self.train, self.eval, self.log = model, train, eval_data, log
-        # decisions (sensitivity, strength searches) use a split carved from --train, never --eval
-        self.fit, self.val = train.split(0.2)
+        # decisions (sensitivity, strength searches) use --val, or a split carved from --train; never --eval
+        self.carved = val is None
+        self.fit, self.val = train.split(0.2) if val is None else (train, val)
         self.val_reference: float | None = None  # the original model's accuracy on self.val
+        self.seen_gap: float | None = None  # points the original scores higher on a carved split than on --eval
         self.label = ""
         self.reference_accuracy = reference_accuracy
         self.cache: dict[str, tuple] = {}
+
+    def validation_record(self) -> dict | None:
+        """What the strength searches were decided on (None when no recipe searched)."""
+        if self.val_reference is None:
+            return None
+        rec = {"source": self.val.source, "samples": len(self.val), "carved_from_train": self.carved,
+               "reference_accuracy": round(self.val_reference, 4)}
+        if self.seen_gap is not None:
+            rec["seen_by_model_gap_points"] = round(self.seen_gap, 2)
+        return rec
 
     def _apply(self, step: str, current, recipe: Recipe):
         """One step of the recipe, as the step registry says; `auto` settings are searched within the budget."""
@@ -156,7 +171,8 @@ class _Optimizer:
             if self.val_reference is None:
                 self.val_reference = accuracy_of(self.model, self.val)
             self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points "
-                     f"(at most {TRIALS} trials on {len(self.val)} validation samples from --train)")
+                     f"(at most {TRIALS} trials on {len(self.val)} validation samples from "
+                     f"{'--train' if self.carved else '--val'})")
             return kind.apply_auto(self, current, cfg, recipe, **kw)
         return kind.apply(self, current, cfg, recipe, **kw)
 
@@ -474,11 +490,13 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
                        train=None,
                        calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr,
                        reuse: bool = False, labels=None, keep_going: bool = False,
-                       overwrite: bool = False, max_drop: float | None = None) -> Manifest:
+                       overwrite: bool = False, max_drop: float | None = None, val=None) -> Manifest:
     """Build, validate and describe every variant of `model` for `device`; returns the manifest.
 
     `model` is a path (.keras / .h5 / SavedModel folder) or a tf_keras model (never modified).
-    `train` / `calibration` / `eval` are paths (.npz with `x`, `y`; image folders) or `Dataset`s.
+    `train` / `calibration` / `eval` / `val` are paths (.npz with `x`, `y`; image folders) or `Dataset`s.  `val`
+    is held-out data for the strength searches (data the model did not train on); without it they use a split
+    carved from `train`, which a model trained on `train` has seen (so the searches err on the safe side).
     `recipes` are names, .yaml paths or `Recipe` objects.  With `reuse`, variants already in `out` from the same
     source model file and recipe settings are kept instead of being built again.  `labels` (a file with one class
     name per line, or a list) go into the manifest for exports; by default the data's class names, if it has any.
@@ -493,7 +511,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
     t_start = time.perf_counter()
     # 1. inputs, and everything that can fail before training (data problems stop here; a recipe this model
     #    cannot take fails alone)
-    model, source, train, calibration, eval_data = _load_inputs(model, train, calibration, eval)
+    model, source, train, calibration, eval_data, val = _load_inputs(model, train, calibration, eval, val)
     if calibration is None and train is not None:
         calibration = train.sample(CALIBRATION_SAMPLES)
     labels = _labels(labels, source, train, eval_data)
@@ -514,7 +532,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
                 log(f"edgekit: warning: the model scores {ref_acc:.4f} on {eval_data.source}, no better than always "
                     f"answering its most common class ({baseline:.4f}): is it trained? Accuracy drops and budgets "
                     f"mean nothing against this reference")
-        optimizer = _Optimizer(tfmot_model, train, eval_data, log, ref_acc) \
+        optimizer = _Optimizer(tfmot_model, train, eval_data, log, ref_acc, val) \
             if train is not None and tfmot_model is not None else None
         failed: list[dict] = [{"recipe": name, "error": why, "stage": "preflight"}
                               for name, why in impossible.items()]
@@ -533,6 +551,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
                 variants=variants, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 edgekit_version=__version__, labels=labels, failed=failed)
             m.files = sorted({*outdir.written(work), "manifest.json"} - {"manifest.json.tmp"})
+            m.validation_data = None if optimizer is None else optimizer.validation_record()
             return m
         for recipe in (r for r in chosen if r.name not in impossible):
             label = f"[{profile.name}] {recipe.name}"
@@ -553,6 +572,8 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
                 manifest_now().write(work / "manifest.json")
         if failed and not variants:
             raise OptimizationError(f"every recipe failed; first: {failed[0]['recipe']}: {failed[0]['error']}")
+        if optimizer is not None:
+            _memorized_split_hint(optimizer, chosen, ref_acc, eval_data, log)
         manifest = manifest_now()
         manifest.write(work / "manifest.json")
         outdir.install(work, out)
@@ -565,6 +586,23 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
             log(f"[{profile.name}] the run did not end: its finished variants are kept in {stopped}; run the same "
                 f"command with --resume to build only the rest")
         raise
+
+
+def _memorized_split_hint(optimizer: _Optimizer, chosen: list[Recipe], ref_acc, eval_data, log: Log) -> None:
+    """A split carved from --train that the model trained on flatters the original model (it scores higher there
+    than on --eval), so every candidate looks worse than it is and the searches stop early.  Say so when the gap
+    exceeds the share of the budget a search may spend; --eval only reports here, it decides nothing."""
+    from .optimize.search import MARGIN
+    if not optimizer.carved or optimizer.val_reference is None or ref_acc is None or eval_data is None:
+        return
+    gap = optimizer.seen_gap = 100.0 * (optimizer.val_reference - ref_acc)
+    allowed = min((r.max_drop for r in chosen if r.steps), default=None)
+    if allowed is None or gap <= allowed * MARGIN:
+        return
+    log(f"edgekit: warning: the model scores {optimizer.val_reference:.4f} on the validation split carved from "
+        f"--train but {ref_acc:.4f} on --eval: it has seen that split, so the strength searches judged every "
+        f"candidate {gap:.1f} points too harshly and chose weaker settings; give --val DATA (held out from training) "
+        f"for stronger compression within the same budget")
 
 
 def _plan(profile: DeviceProfile, recipes, max_drop: float | None) -> list[Recipe]:

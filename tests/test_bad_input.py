@@ -92,6 +92,19 @@ def test_eval_labels_that_do_not_match_outputs(digits_model, tmp_path):
                                   "--eval", ev), "labels", "10 outputs")
 
 
+def test_validation_data_that_is_also_training_data(digits_model, digits_data, tmp_path):
+    train, _test = digits_data
+    d = np.load(train)
+    val = _npz(tmp_path, "val.npz", x=np.concatenate([d["x"][:3], d["x"][:4] + 7.0]),
+               y=np.concatenate([d["y"][:3], d["y"][:4]]))
+    out = tmp_path / "o"
+    assert_one_line_error(convert(digits_model, out, "--device", "local", "--recipe", "pruned-int8",
+                                  "--train", train, "--val", val), "3 of its 7 samples are also in the training")
+    assert not out.exists()
+    assert_one_line_error(convert(digits_model, out, "--device", "local", "--recipe", "fp32", "--val", val),
+                          "--val", "needs --train")
+
+
 def test_unknown_recipe(digits_model, tmp_path):
     assert_one_line_error(convert(digits_model, tmp_path / "o", "--device", "local", "--recipe", "int9"),
                           "unknown recipe 'int9'")

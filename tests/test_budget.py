@@ -21,6 +21,11 @@ def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
     # memory is a budget too: every step that ran records its own peak RSS
     assert all(s["peak_rss_mb"] > 100 for s in v.steps if s["step"] == "convert" or not s.get("reused"))
     assert abs(v.accuracy_drop - round(100 * (ref - v.accuracy), 2)) < 1e-6  # against the original model
+    # decided on a split carved from --train, which this model trained on: it scores higher there than on
+    # --eval, and the manifest (and a warning) say by how much
+    val = manifest.validation_data
+    assert val["carved_from_train"] and val["reference_accuracy"] == search["validation_reference_accuracy"]
+    assert abs(val["seen_by_model_gap_points"] - 100 * (val["reference_accuracy"] - ref)) < 0.01
 
 
 def test_fixed_strength_over_budget_is_flagged_and_not_selected(digits_model, digits_data, tmp_path):
@@ -147,3 +152,40 @@ def test_a_chain_over_budget_after_qat_backs_off_the_last_searched_step_only():
     fixed = [{"step": "prune", "settings": {"target": 0.5}}, {"step": "cluster", "clusters": 4,
                                                               "settings": {"clusters": "auto"}}]
     assert _chosen(fixed) == {"prune": 0.5, "cluster": 4} and _weaker(["cluster"], fixed) == ("cluster", 8)
+
+
+def test_held_out_validation_data_decides_the_searches(digits_data, tmp_path):
+    """--val: data the model did not train on decides the strength search (the fine-tunes use all of --train); no
+    warning about a split the model has seen."""
+    import numpy as np
+
+    from edgekit._tf import keras
+    from edgekit.data import load_data
+    from edgekit.examples import build_digits_cnn
+    train, test = digits_data
+    fit, val = load_data(train).split(0.2)
+    np.savez(tmp_path / "fit.npz", x=fit.x, y=fit.y)
+    np.savez(tmp_path / "val.npz", x=val.x, y=val.y)
+    keras.utils.set_random_seed(0)
+    model = build_digits_cnn()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(fit.x, fit.y, epochs=20, batch_size=32, verbose=0)
+    model.save(tmp_path / "m.keras")
+    on_val = float((model.predict(val.x, verbose=0).argmax(1) == val.y).mean())
+    out = tmp_path / "o"
+    proc = run_cli("convert-for-device", tmp_path / "m.keras", "--device", "local", "--recipe", "pruned-int8",
+                   "--train", tmp_path / "fit.npz", "--val", tmp_path / "val.npz", "--eval", test, "--out", out,
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout)
+    assert m["validation_data"]["source"].endswith("val.npz") and not m["validation_data"]["carved_from_train"]
+    assert m["validation_data"]["samples"] == len(val) and abs(m["validation_data"]["reference_accuracy"] - on_val) \
+        < 1e-3
+    (v,) = m["variants"]
+    (prune,) = [s for s in v["steps"] if s["step"] == "prune"]
+    assert prune["search"]["validation_samples"] == len(val) and prune["search"]["budget_met"]
+    assert prune["search"]["validation_reference_accuracy"] == m["validation_data"]["reference_accuracy"]
+    assert "has seen that split" not in proc.stderr and f"{len(val)} validation samples from --val" in proc.stderr
+    # the search spends the budget on data the model never saw: within it on eval up to validation-to-eval noise
+    # (0.5 point), and flagged whenever over
+    assert v["accuracy_drop"] <= 1.5 and v["within_budget"] == (v["accuracy_drop"] <= 1.0), proc.stderr

@@ -95,8 +95,9 @@ def odd_layers(size: int = 16, keras3: bool = False):
     return keras.Model(inp, out, name="odd_layers")
 
 
-def train(model, size: int, epochs: int = 3, keras3: bool = False):
-    (xtr, ytr), _ = digits_rgb(size)
+def train(model, size: int, epochs: int = 3, keras3: bool = False, data=None):
+    """Train briefly on digits upscaled to RGB (`data`: other (x, y) arrays of that kind instead)."""
+    (xtr, ytr), _ = digits_rgb(size) if data is None else (data, None)
     keras = _keras(keras3)
     for layer in model.layers:  # keras.applications use momentum 0.99-0.999: with ~100 steps of training the
         if type(layer).__name__ == "BatchNormalization":  # moving statistics would stay near their initial values
