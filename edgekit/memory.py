@@ -38,3 +38,18 @@ def rss_mb(pid: int) -> float | None:
 def available_mb() -> float | None:
     """Memory available for new work on this machine, in MB."""
     return _kb_field("/proc/meminfo", "MemAvailable")
+
+
+def allowed_mb() -> float | None:
+    """What this run may use in total: EDGEKIT_MEMORY_MB when set (a shared machine, a container whose /proc shows
+    the host's memory), else None (no cap beyond what the machine has)."""
+    import os
+    raw = os.environ.get("EDGEKIT_MEMORY_MB")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        from .errors import ConfigError
+        raise ConfigError(f"EDGEKIT_MEMORY_MB is {raw!r}; give a number of megabytes") from None
+    return value if value > 0 else None

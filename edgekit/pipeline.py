@@ -119,7 +119,7 @@ def _preflight(model, recipes: list[Recipe], train, calibration, unavailable: st
             if n and STEPS[r.steps[n - 1]].changes_architecture:
                 break  # the later steps see another model: they are checked when they run
             kind, cfg = STEPS[step], getattr(r, step)
-            key = (step, json.dumps(cfg.given, sort_keys=True), r.prune is not None)
+            key = (step, json.dumps(cfg.given, sort_keys=True), r.prune is not None, r.cluster is not None)
             if kind.preflight is None:
                 continue
             if key not in verdicts:
@@ -128,7 +128,7 @@ def _preflight(model, recipes: list[Recipe], train, calibration, unavailable: st
                         raise OptimizationError(unavailable or "TF-MOT recipes need a tf_keras model")
                     kind.preflight(model, cfg, r)
                     verdicts[key] = None
-                except OptimizationError as e:
+                except (OptimizationError, ResourceLimitError) as e:
                     verdicts[key] = f"step {step}: {e}"
             if verdicts[key] and r.name not in impossible:
                 impossible[r.name] = f"recipe '{r.name}', {verdicts[key]}"
@@ -146,6 +146,7 @@ class _Optimizer:
         self.fit, self.val = train.split(0.2) if val is None else (train, val)
         self.val_reference: float | None = None  # the original model's accuracy on self.val
         self.seen_gap: float | None = None  # points the original scores higher on a carved split than on --eval
+        self.searched = False  # an `auto` strength was searched on self.val
         self.label = ""
         self.reference_accuracy = reference_accuracy
         self.cache: dict[str, tuple] = {}
@@ -170,6 +171,7 @@ class _Optimizer:
             from .optimize.search import TRIALS
             if self.val_reference is None:
                 self.val_reference = accuracy_of(self.model, self.val)
+            self.searched = True
             self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points "
                      f"(at most {TRIALS} trials on {len(self.val)} validation samples from "
                      f"{'--train' if self.carved else '--val'})")
@@ -597,7 +599,7 @@ def _memorized_split_hint(optimizer: _Optimizer, chosen: list[Recipe], ref_acc, 
         return
     gap = optimizer.seen_gap = 100.0 * (optimizer.val_reference - ref_acc)
     allowed = min((r.max_drop for r in chosen if r.steps), default=None)
-    if allowed is None or gap <= allowed * MARGIN:
+    if allowed is None or gap <= allowed * MARGIN or not optimizer.searched:
         return
     log(f"edgekit: warning: the model scores {optimizer.val_reference:.4f} on the validation split carved from "
         f"--train but {ref_acc:.4f} on --eval: it has seen that split, so the strength searches judged every "
@@ -668,7 +670,8 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
     reset_peak()
     t0 = time.perf_counter()
     stats: dict = {}
-    model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes, stats)
+    rebuild = (plain, recipe.qat_scheme) if recipe.qat and converted is not plain else None
+    model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes, stats, rebuild)
     logging.getLogger("edgekit.convert").debug("%s: converted (%s, io %s, %s calibration samples): %d bytes in "
                                                "%.1f s", recipe.name, recipe.mode, recipe.io,
                                                len(calibration) if calibration is not None else 0, len(model_bytes),

@@ -233,3 +233,52 @@ def test_a_conversion_over_its_memory_limit_fails_alone_in_its_child(digits_mode
     assert "float32 conversion needed more than 150 MB of memory and was stopped" in failed["error"]
     assert "\n" not in failed["error"]
     assert (tmp_path / "child" / "int8.tflite").is_file()
+
+
+def test_a_qat_model_is_rebuilt_and_traced_in_the_child_with_the_same_result(digits_model, digits_data, monkeypatch):
+    """A large QAT model is not traced in the process that trained it (ResNet50V2 after PCQAT was killed at 24 GB
+    doing that): the child gets the model before QAT and the QAT weights, wraps it again and converts.  Same ops and
+    the same outputs as converting in-process."""
+    import numpy as np
+
+    from edgekit.convert.tflite import convert
+    from edgekit.data import load_data
+    from edgekit.modelio import load_keras_model
+    from edgekit.optimize import cluster, prune, qat
+    from edgekit.optimize.steps import Cluster, Prune, Qat
+    from edgekit.validate import predict
+    train, _test = digits_data
+    data = load_data(train)
+    pruned, _ = prune.prune(load_keras_model(digits_model), Prune.of({"target": 0.5, "epochs": 1}), data)
+    plain, _ = cluster.cluster(pruned, Cluster.of({"clusters": 8, "epochs": 1}), data, preserve_sparsity=True)
+    qmodel, _ = qat.qat(plain, Qat.of({"epochs": 1}), data, "PCQAT")
+    monkeypatch.setenv("EDGEKIT_CONVERT_ISOLATED", "never")
+    here = convert(qmodel, "int8", "int8", data)
+    monkeypatch.setenv("EDGEKIT_CONVERT_ISOLATED", "always")
+    stats: dict = {}
+    child = convert(qmodel, "int8", "int8", data, stats=stats, rebuild=(plain, "PCQAT"))
+    assert stats["isolated"] and stats["qat_rebuilt_in_child"]
+    from edgekit.flatbuffer import parse_model
+    assert parse_model(child).op_sequence == parse_model(here).op_sequence
+    x = data.x[:64]
+    assert np.array_equal(predict(child, x), predict(here, x))
+
+
+def test_qat_that_cannot_fit_in_memory_fails_alone_before_any_training(digits_model, digits_data, tmp_path):
+    """QAT's memory grows with the parameters (the cluster-preserving schemes' most): a QAT recipe that would not fit
+    fails in the pre-flight with one line, the other recipes are built; the cap is EDGEKIT_MEMORY_MB here (on a real
+    machine: what it has available)."""
+    train, test = digits_data
+    out = tmp_path / "o"
+    proc = run_cli("convert-for-device", digits_model, "--device", "local", "--recipe", "int8", "--recipe",
+                   "pcqat-int8", "--train", train, "--eval", test, "--out", out, "--json",
+                   env={"EDGEKIT_MEMORY_MB": "900"})
+    assert proc.returncode == 1, proc.stderr
+    m = json.loads(proc.stdout)
+    assert [v["name"] for v in m["variants"]] == ["int8"]
+    (failed,) = m["failed"]
+    assert failed["recipe"] == "pcqat-int8" and failed["stage"] == "preflight"
+    error = failed["error"]
+    assert "PCQAT training of" in error and "parameters needs about 1,0" in error and "EDGEKIT_MEMORY_MB" in error
+    assert "\n" not in error
+    assert "prune" not in proc.stderr.split("pcqat-int8: FAILED")[0]  # nothing was trained for it

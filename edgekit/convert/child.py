@@ -7,6 +7,24 @@ import sys
 from pathlib import Path
 
 
+def _rebuild_qat(folder: Path) -> None:
+    """FOLDER/plain.keras wrapped for QAT as the parent's QAT step did (FOLDER/qat_scheme), its weights set from
+    FOLDER/qat_weights.npz, saved as FOLDER/model for the converter."""
+    import numpy as np
+    from ..errors import ConversionError
+    from ..modelio import load_keras_model
+    from ..optimize.qat import _apply
+    from .isolated import _save
+    qmodel, _notes = _apply(load_keras_model(folder / "plain.keras"), (folder / "qat_scheme").read_text())
+    with np.load(folder / "qat_weights.npz") as saved:
+        weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if [w.shape for w in weights] != [tuple(w.shape) for w in qmodel.weights]:
+        raise ConversionError("the QAT model rebuilt for conversion does not match the trained one (weights differ "
+                              "in number or shape)")
+    qmodel.set_weights(weights)
+    _save(qmodel, folder / "model", (folder / "static_batch").read_text() == "1")
+
+
 def main(argv: list[str]) -> int:
     folder, mode, io = Path(argv[0]), argv[1], argv[2]
     import numpy as np
@@ -15,6 +33,8 @@ def main(argv: list[str]) -> int:
     from .tflite import finish
     try:
         from .._tf import tf
+        if (folder / "plain.keras").is_file():
+            _rebuild_qat(folder)
         cal = folder / "calibration.npy"
         calibration = Dataset(np.load(cal), None, "calibration") if cal.is_file() else None
         data = finish(tf.lite.TFLiteConverter.from_saved_model(str(folder / "model")), mode, io, calibration)

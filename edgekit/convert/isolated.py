@@ -75,13 +75,34 @@ def _save(model, folder: Path, static_batch: bool) -> None:
         tf.saved_model.save(model, str(folder), signatures=concrete)
 
 
+def _save_for_rebuild(plain, qmodel, scheme: str, folder: Path) -> bool:
+    """A QAT model goes to the child as the model before QAT (a .keras file) and the QAT weights: the child wraps it
+    again as the QAT step did and traces it there.  Tracing a large QAT model for a SavedModel here costs this
+    process gigabytes on top of what training left it holding (ResNet50V2 after PCQAT: killed at 24 GB).  False when
+    the plain model cannot be saved (e.g. a custom layer without get_config): the caller then traces it here."""
+    from .._quiet import captured_stderr
+    try:
+        with captured_stderr((1, 2)):
+            plain.save(folder / "plain.keras")
+    except Exception:  # any failure to serialize means: trace in this process instead
+        return False
+    np.savez(folder / "qat_weights.npz", *qmodel.get_weights())
+    (folder / "qat_scheme").write_text(scheme)
+    return True
+
+
 def convert_isolated(model, mode: str, io: str, calibration: Dataset | None, static_batch: bool,
-                     stats: dict | None = None) -> bytes:
-    """Convert in a child process; `stats` (if given) receives the child's peak memory."""
+                     stats: dict | None = None, rebuild: tuple | None = None) -> bytes:
+    """Convert in a child process; `stats` (if given) receives the child's peak memory.  `rebuild`: (the model
+    before QAT, the QAT scheme) when `model` is a QAT model, so the child rebuilds and traces it."""
     memory, seconds = limits()
     with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as tmp:
         work = Path(tmp)
-        _save(model, work / "model", static_batch)
+        rebuilt = rebuild is not None and _save_for_rebuild(rebuild[0], model, rebuild[1], work)
+        if rebuilt:
+            (work / "static_batch").write_text("1" if static_batch else "0")
+        else:
+            _save(model, work / "model", static_batch)
         if calibration is not None:
             np.save(work / "calibration.npy", calibration.sample(CALIBRATION_SAMPLES).x.astype(np.float32))
         with open(work / "stderr", "wb") as err:
@@ -102,6 +123,8 @@ def convert_isolated(model, mode: str, io: str, calibration: Dataset | None, sta
                 time.sleep(POLL_S)
         if stats is not None:
             stats.update(isolated=True, child_peak_rss_mb=round(peak, 1))
+            if rebuilt:
+                stats["qat_rebuilt_in_child"] = True
         if proc.returncode != 0:
             lines = [ln for ln in (work / "stderr").read_text(errors="replace").splitlines() if ln.strip()]
             last = next((ln for ln in reversed(lines) if ln.startswith("edgekit-child: ")), None)

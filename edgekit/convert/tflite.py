@@ -27,17 +27,18 @@ def _converter(model, static_batch: bool):
 
 
 def convert(model, mode: str, io: str = "float32", calibration: Dataset | None = None,
-            static_batch: bool = False, stats: dict | None = None) -> bytes:
+            static_batch: bool = False, stats: dict | None = None, rebuild: tuple | None = None) -> bytes:
     """Convert a tf_keras model; returns the flatbuffer bytes.  `static_batch` fixes the batch at 1.  A large
     model is converted in a child process with a memory and time limit (`convert.isolated`; its peak memory goes
-    into `stats`)."""
+    into `stats`; `rebuild`: (the model before QAT, the QAT scheme) when `model` is a QAT model, so the child
+    rebuilds and traces it instead of this process)."""
     if len(model.inputs) != 1:
         raise ConversionError(f"models with {len(model.inputs)} inputs are not supported yet (one input)")
     if mode in ("int8", "int16x8") and calibration is None:
         raise ConversionError(f"{mode} quantization needs calibration data (--calibration or --train)")
     from .isolated import convert_isolated, isolate
     if isolate(model):
-        return convert_isolated(model, mode, io, calibration, static_batch, stats)
+        return convert_isolated(model, mode, io, calibration, static_batch, stats, rebuild)
     return finish(_converter(model, static_batch), mode, io, calibration)
 
 

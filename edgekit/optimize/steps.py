@@ -182,7 +182,7 @@ def _cluster_auto(opt, model, cfg, recipe, **kw):
 
 def _qat_preflight(model, cfg, recipe):
     from . import qat
-    qat.preflight(model)
+    qat.preflight(model, recipe.qat_scheme or "QAT")
 
 
 def _qat(opt, model, cfg, recipe, **kw):
