@@ -339,10 +339,14 @@ def _weaker(searched: list[str], records: list[dict]) -> tuple[str, object] | No
     strength the user fixed stays): the last one first."""
     chosen = _chosen(records)
     for step in reversed(searched):
-        settings = _auto_settings(step)
+        settings = _auto_settings(step)  # strongest first: sparsities falling, cluster counts rising
         at = chosen.get(step)
-        if at in settings and settings.index(at) + 1 < len(settings):
-            return step, settings[settings.index(at) + 1]
+        if at is None:
+            continue
+        falling = settings[0] > settings[-1]
+        weaker = [s for s in settings if (s < at if falling else s > at)]  # a refined setting sits between two
+        if weaker:
+            return step, weaker[0]
     return None
 
 

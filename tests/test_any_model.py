@@ -60,7 +60,7 @@ def test_odd_layers_go_through_prune_cluster_and_qat(odd_model, data16, tmp_path
     assert any("TFOpLambda" in why for why in handled.values())
     assert "stem_bn" not in handled  # after a conv: TF-MOT folds it itself
     chosen = steps["prune"]["target"]  # searched within the budget: whatever this model allows
-    assert chosen in steps["prune"]["search"]["candidates"]
+    assert chosen in steps["prune"]["search"]["candidates"] or steps["prune"]["search"]["trials"][-1]["refined"]
     for v in m["variants"]:
         assert v["sparsity"] > 0.25, (v["name"], v["sparsity"], chosen)
         assert v["accuracy"] >= m["reference_keras_accuracy"] - 0.15, (v["name"], v["accuracy"])

@@ -10,8 +10,9 @@ def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
     (prune,) = [s for s in v.steps if s["step"] == "prune"]
     search = prune["search"]
     assert search["max_drop"] == 1.0 and 1 <= len(search["trials"]) <= search["trial_budget"]
-    assert search["budget_met"] and prune["target"] in search["candidates"]
     tried = {t["target"]: t for t in search["trials"]}
+    # a grid setting, or one halfway to the stronger grid neighbour that failed (a trial left over)
+    assert search["budget_met"] and (prune["target"] in search["candidates"] or tried[prune["target"]]["refined"])
     assert tried[prune["target"]]["within_budget"]
     # nothing stronger that was tried stayed within the validation budget
     assert all(not t["within_budget"] for t in search["trials"] if t["target"] > prune["target"])
@@ -152,6 +153,22 @@ def test_a_chain_over_budget_after_qat_backs_off_the_last_searched_step_only():
     fixed = [{"step": "prune", "settings": {"target": 0.5}}, {"step": "cluster", "clusters": 4,
                                                               "settings": {"clusters": "auto"}}]
     assert _chosen(fixed) == {"prune": 0.5, "cluster": 4} and _weaker(["cluster"], fixed) == ("cluster", 8)
+    refined = [{"step": "prune", "target": 0.75, "settings": {"target": "auto"}},
+               {"step": "cluster", "clusters": 12, "settings": {"clusters": "auto"}}]  # halfway settings
+    assert _weaker(["prune", "cluster"], refined) == ("cluster", 16) and _weaker(["prune"], refined) == ("prune", 0.7)
+
+
+def test_a_trial_left_over_tries_halfway_to_the_stronger_setting_that_failed():
+    """The search's own logic on a known accuracy curve (no training): 70% passes and 80% does not, so with a
+    trial left it tries 75%; a curve that passes 75% takes it, one that does not keeps 70%."""
+    from edgekit.optimize.prune import AUTO_TARGETS
+    from edgekit.optimize.search import TRIALS, strongest
+    for cliff, expected in ((0.76, 0.75), (0.74, 0.7)):
+        t, _model, _details, trace = strongest(AUTO_TARGETS, lambda s: (s, {}), lambda s, c=cliff: 1.0 if s <= c
+                                               else 0.5, 1.0, 1.0, "target")
+        assert t == expected and trace["budget_met"]
+        assert [x["target"] for x in trace["trials"]] == [0.7, 0.9, 0.8, 0.75] and len(trace["trials"]) <= TRIALS
+        assert trace["trials"][-1]["refined"] and trace["trials"][-1]["within_budget"] == (expected == 0.75)
 
 
 def test_held_out_validation_data_decides_the_searches(digits_data, tmp_path):
