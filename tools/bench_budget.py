@@ -1,13 +1,16 @@
 """The accuracy budget on models of different families: per compressing recipe, the strength the search chose,
 gzip ratio vs fp32, drop on eval, within budget or not, trials and wall time; then the goals.
 
-    python tools/bench_budget.py [--only digits,residual,mobilenetv2,odd,efficientnetb0] [--max-drop 1.0]
+    python tools/bench_budget.py [--only digits,residual,mobilenetv2,odd,efficientnetb0] [--max-drop 1.0] [--held-out]
     python tools/bench_compress.py --budget [same options]   (the same table)
 
 digits: the bundled digits CNN (8x8); residual: Conv+BN, depthwise, residual Add (16x16 digits); mobilenetv2:
 keras.applications MobileNetV2 alpha 0.35 (32x32 RGB digits, weights=None, trained here); efficientnetb0: the same
 for keras.applications EfficientNetB0 (its Rescaling + Normalization input, swish, squeeze-excitation); odd:
-Rescaling, SE Multiply, standalone BatchNormalization, hard-swish as TF ops (16x16 RGB).  Nothing is downloaded."""
+Rescaling, SE Multiply, standalone BatchNormalization, hard-swish as TF ops (16x16 RGB).  Nothing is downloaded.
+
+By default the models train on all of --train and the searches use the split edgekit carves from it (which the
+models have seen: conservative).  --held-out: the models train on 80% and edgekit gets the other 20% as --val."""
 from __future__ import annotations
 
 import argparse
