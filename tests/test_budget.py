@@ -134,7 +134,8 @@ def test_structured_steps_search_their_strength_too(digits_model, digits_data, t
     for v, key in ((m.variant("filters-auto"), "target_flops"), (m.variant("factorize-auto"), "energy")):
         (step,) = [s for s in v.steps if "search" in s]
         trials = step["search"]["trials"]
-        assert 1 <= len(trials) <= 4 and step[key] in step["search"]["candidates"]
+        assert 1 <= len(trials) <= 4 and (step[key] in step["search"]["candidates"] or any(
+            t.get("refined") and t[key] == step[key] for t in trials))  # or halfway to a failed neighbour
         assert step["macs_after"] < step["macs_before"] or key == "energy"
         assert v.within_budget is not None
 
