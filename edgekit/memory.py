@@ -40,16 +40,23 @@ def available_mb() -> float | None:
     return _kb_field("/proc/meminfo", "MemAvailable")
 
 
-def allowed_mb() -> float | None:
-    """What this run may use in total: EDGEKIT_MEMORY_MB when set (a shared machine, a container whose /proc shows
-    the host's memory), else None (no cap beyond what the machine has)."""
+def env_number(name: str, default: float | None) -> float | None:
+    """A positive number from the environment (`default` when unset); anything else is a one-line ConfigError."""
     import os
-    raw = os.environ.get("EDGEKIT_MEMORY_MB")
+    raw = os.environ.get(name)
     if raw is None:
-        return None
+        return default
+    from .errors import ConfigError
     try:
         value = float(raw)
     except ValueError:
-        from .errors import ConfigError
-        raise ConfigError(f"EDGEKIT_MEMORY_MB is {raw!r}; give a number of megabytes") from None
-    return value if value > 0 else None
+        raise ConfigError(f"{name} is {raw!r}; give a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name} is {raw!r}; give a positive number")
+    return value
+
+
+def allowed_mb() -> float | None:
+    """What this run may use in total, in MB: EDGEKIT_MEMORY_MB when set (a shared machine, a container whose /proc
+    shows the host's memory), else None (no cap beyond what the machine has)."""
+    return env_number("EDGEKIT_MEMORY_MB", None)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data import CALIBRATION_SAMPLES, Dataset
 from ..errors import ConfigError, ConversionError, ResourceLimitError
-from ..memory import available_mb, rss_mb
+from ..memory import available_mb, env_number, rss_mb
 
 ISOLATE_PARAMS = 5_000_000
 POLL_S = 0.1
@@ -44,24 +44,11 @@ def isolate(model) -> bool:
         return False
 
 
-def _number(name: str, default: float | None) -> float | None:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} is {raw!r}; give a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name} is {raw!r}; give a positive number")
-    return value
-
-
 def limits() -> tuple[float | None, float]:
     """(memory limit in MB or None where it cannot be read, time limit in seconds)."""
     available = available_mb()
-    memory = _number("EDGEKIT_CONVERT_MEMORY_MB", None if available is None else 0.8 * available)
-    return memory, _number("EDGEKIT_CONVERT_TIMEOUT_S", 3600.0) or 3600.0
+    memory = env_number("EDGEKIT_CONVERT_MEMORY_MB", None if available is None else 0.8 * available)
+    return memory, env_number("EDGEKIT_CONVERT_TIMEOUT_S", 3600.0) or 3600.0
 
 
 def _save(model, folder: Path, static_batch: bool) -> None:

@@ -33,52 +33,49 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: float,
     trials: list[dict] = []
     best: tuple | None = None
     fallback: tuple | None = None
-    error: OptimizationError | None = None
-    while lo <= hi and len(trials) < TRIALS:
-        mid = (lo + hi) // 2
-        s = settings[mid]
+    errors: list[OptimizationError] = []
+
+    def attempt(s, **mark) -> tuple[bool, tuple | None, float]:
+        """One trial, recorded: (within budget, (setting, model, details) or None when it could not run, accuracy)."""
         t0 = time.perf_counter()
         try:
             model, details = run(s)
         except OptimizationError as e:  # e.g. filter pruning cannot reach that target at the tile: too strong
-            trials.append({what: s, "error": str(e)[:200], "within_budget": False,
+            errors.append(e)
+            trials.append({what: s, "error": str(e)[:200], "within_budget": False, **mark,
                            "seconds": round(time.perf_counter() - t0, 1)})
-            error = e
-            lo = mid + 1
-            continue
+            return False, None, 0.0
         acc = score(model)
         drop = 100.0 * (reference - acc)
         ok = drop <= max_drop * MARGIN
         trials.append({what: s, "validation_accuracy": round(acc, 4), "drop_points": round(drop, 2),
-                       "within_budget": ok, "seconds": round(time.perf_counter() - t0, 1)})
+                       "within_budget": ok, **mark, "seconds": round(time.perf_counter() - t0, 1)})
+        return ok, (s, model, details), acc
+
+    while lo <= hi and len(trials) < TRIALS:
+        mid = (lo + hi) // 2
+        ok, result, acc = attempt(settings[mid])
+        if result is None:
+            lo = mid + 1
+            continue
         if ok:
-            best = (s, model, details)
+            best = result
             hi = mid - 1
         else:
             lo = mid + 1
         if fallback is None or acc > fallback[3]:
-            fallback = (s, model, details, acc)
+            fallback = (*result, acc)
     if best is not None and len(trials) < TRIALS:  # a trial left: halfway to the next stronger setting, which failed
         at = settings.index(best[0])
         stronger = settings[at - 1] if at > 0 else None
         half = _between(stronger, best[0]) if any(t.get(what) == stronger for t in trials) else None
         if half is not None:
-            t0 = time.perf_counter()
-            try:
-                model, details = run(half)
-                acc = score(model)
-                drop = 100.0 * (reference - acc)
-                ok = drop <= max_drop * MARGIN
-                trials.append({what: half, "validation_accuracy": round(acc, 4), "drop_points": round(drop, 2),
-                               "within_budget": ok, "refined": True, "seconds": round(time.perf_counter() - t0, 1)})
-                if ok:
-                    best = (half, model, details)
-            except OptimizationError as e:
-                trials.append({what: half, "error": str(e)[:200], "within_budget": False, "refined": True,
-                               "seconds": round(time.perf_counter() - t0, 1)})
+            ok, result, _acc = attempt(half, refined=True)
+            if ok:
+                best = result
     if best is None:
         if fallback is None:
-            raise error or OptimizationError(f"no setting of {what} could be tried")
+            raise (errors[-1] if errors else OptimizationError(f"no setting of {what} could be tried"))
         best_or_fallback = fallback[:3]
     else:
         best_or_fallback = best
