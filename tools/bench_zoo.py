@@ -28,7 +28,7 @@ import zoo
 
 def build(name: str, size: int, epochs: int, keras3: bool, folder: Path) -> Path:
     model = zoo.odd_layers(size, keras3=keras3) if name == "odd" else zoo.application(name, size, keras3=keras3)
-    zoo.train(model, size, epochs=epochs, keras3=keras3)
+    zoo.train(model, size, epochs=epochs, keras3=keras3, pixels=zoo.scale(name))
     path = folder / f"{name}{'-k3' if keras3 else ''}.keras"
     model.save(path)
     return path
@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--models", default="odd,MobileNetV3Small,EfficientNetB0")
     ap.add_argument("--devices", default="rpi4")
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--keras3", action="store_true", help="also build each model with Keras 3")
     ap.add_argument("--recipes", default=None, help="comma-separated recipes (default: each device's defaults)")
     ap.add_argument("--verbose", action="store_true", help="print each step line on stderr")
@@ -50,7 +50,6 @@ def main() -> int:
     from edgekit import convert_for_device
     from edgekit.errors import EdgekitError
     work = Path(tempfile.mkdtemp(prefix="bench-zoo-"))
-    train, test = zoo.write_npz(work / "data", args.size)
     rows: list[list] = []
     finished = set()
     if args.results and args.results.is_file():
@@ -61,7 +60,7 @@ def main() -> int:
     for name in args.models.split(","):
         for k3 in ([False, True] if args.keras3 else [False]):
             size = 16 if name == "odd" else args.size
-            tr, te = (zoo.write_npz(work / "d16", 16) if size == 16 else (train, test))
+            tr, te = zoo.write_npz(work / f"d{size}-{zoo.scale(name):.0f}", size, zoo.scale(name))
             label = f"{name}{' (Keras 3)' if k3 else ''}"
             todo = [d for d in args.devices.split(",") if (label, d, args.epochs) not in finished]
             if not todo:

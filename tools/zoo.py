@@ -21,13 +21,21 @@ APPLICATIONS = {  # name -> (constructor, extra kwargs)
     "ResNet50V2": ("ResNet50V2", {}),
     "NASNetMobile": ("NASNetMobile", {}),
 }
+# Families whose built-in preprocessing (a Rescaling at the input) expects pixels in [0, 255]: fed [0, 1], MobileNetV3
+# sees an almost constant input in [-1, -0.99] and trains to chance.
+PIXELS_255 = {"MobileNetV3Small", "MobileNetV3Large"}
 
 
-def digits_rgb(size: int = 32, seed: int = 0):
-    """sklearn's digits scaled to [0, 1], resized to size x size, 3 channels: (train, val, test) as (x, y)."""
+def scale(name: str) -> float:
+    """The pixel range a model's own preprocessing expects: 255.0 or 1.0."""
+    return 255.0 if name in PIXELS_255 else 1.0
+
+
+def digits_rgb(size: int = 32, seed: int = 0, pixels: float = 1.0):
+    """sklearn's digits scaled to [0, pixels], resized to size x size, 3 channels: (train, test) as (x, y)."""
     from sklearn.datasets import load_digits
     d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)
+    x = (d.images / 16.0 * pixels).astype(np.float32)
     reps = max(1, size // 8)
     x = np.kron(x, np.ones((reps, reps), np.float32))[:, :size, :size]
     if x.shape[1] < size:
@@ -39,9 +47,9 @@ def digits_rgb(size: int = 32, seed: int = 0):
     return (x[:1400], y[:1400]), (x[1400:], y[1400:])
 
 
-def write_npz(folder: Path, size: int = 32) -> tuple[Path, Path]:
+def write_npz(folder: Path, size: int = 32, pixels: float = 1.0) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    (xtr, ytr), (xte, yte) = digits_rgb(size)
+    (xtr, ytr), (xte, yte) = digits_rgb(size, pixels=pixels)
     np.savez(folder / "train.npz", x=xtr, y=ytr)
     np.savez(folder / "test.npz", x=xte, y=yte)
     return folder / "train.npz", folder / "test.npz"
@@ -95,9 +103,9 @@ def odd_layers(size: int = 16, keras3: bool = False):
     return keras.Model(inp, out, name="odd_layers")
 
 
-def train(model, size: int, epochs: int = 3, keras3: bool = False, data=None):
-    """Train briefly on digits upscaled to RGB (`data`: other (x, y) arrays of that kind instead)."""
-    (xtr, ytr), _ = digits_rgb(size) if data is None else (data, None)
+def train(model, size: int, epochs: int = 3, keras3: bool = False, data=None, pixels: float = 1.0):
+    """Train briefly on digits upscaled to RGB in [0, pixels] (`data`: other (x, y) arrays of that kind instead)."""
+    (xtr, ytr), _ = digits_rgb(size, pixels=pixels) if data is None else (data, None)
     keras = _keras(keras3)
     for layer in model.layers:  # keras.applications use momentum 0.99-0.999: with ~100 steps of training the
         if type(layer).__name__ == "BatchNormalization":  # moving statistics would stay near their initial values
@@ -108,6 +116,6 @@ def train(model, size: int, epochs: int = 3, keras3: bool = False, data=None):
     return model
 
 
-def accuracy(model, size: int) -> float:
-    _, (xte, yte) = digits_rgb(size)
+def accuracy(model, size: int, pixels: float = 1.0) -> float:
+    _, (xte, yte) = digits_rgb(size, pixels=pixels)
     return float((model.predict(xte, verbose=0).argmax(1) == yte).mean())
