@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--keras3", action="store_true", help="also build each model with Keras 3")
     ap.add_argument("--recipes", default=None, help="comma-separated recipes (default: each device's defaults)")
+    ap.add_argument("--plus", default="rpi4:int8-selective", help="recipes added to a device's defaults, as "
+                    "DEVICE:RECIPE,... (default: int8-selective on rpi4, the fallback when plain int8 loses accuracy)")
     ap.add_argument("--verbose", action="store_true", help="print each step line on stderr")
     ap.add_argument("--results", type=Path, help="JSON lines file: rows are appended per finished run, and runs "
                     "already in it are skipped (resumable)")
@@ -49,6 +51,16 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgekit import convert_for_device
     from edgekit.errors import EdgekitError
+    from edgekit.profiles import load_profile
+    plus: dict[str, list[str]] = {}
+    for item in filter(None, args.plus.split(",")):
+        dev, _, recipe = item.partition(":")
+        plus.setdefault(dev, []).append(recipe)
+
+    def recipes(device: str) -> list[str] | None:
+        if args.recipes:
+            return args.recipes.split(",")
+        return list(load_profile(device).default_recipes) + plus.get(device, []) if device in plus else None
     work = Path(tempfile.mkdtemp(prefix="bench-zoo-"))
     rows: list[list] = []
     finished = set()
@@ -70,7 +82,7 @@ def main() -> int:
                 t0 = time.perf_counter()
                 done = len(rows)
                 try:
-                    m = convert_for_device(path, device, args.recipes.split(",") if args.recipes else None, train=tr,
+                    m = convert_for_device(path, device, recipes(device), train=tr,
                                            eval=te, out=work / f"{path.stem}-{device}", keep_going=True,
                                            log=(lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose
                                            else (lambda s: None))
