@@ -72,6 +72,23 @@ def application(name: str, size: int = 32, keras3: bool = False):
     return getattr(keras.applications, ctor)(input_shape=(size, size, 3), weights=None, classes=10, **kw)
 
 
+def keras3_twin(model, name: str, size: int = 32):
+    """The Keras 3 version of a tf_keras keras.applications `model`, with its weights (copied layer by layer in
+    order: a few layer names differ between the two versions), checked to give the same outputs."""
+    twin = application(name, size, keras3=True)
+    src = [layer for layer in model.layers if layer.get_weights()]
+    dst = [layer for layer in twin.layers if layer.get_weights()]
+    assert len(src) == len(dst), (name, len(src), len(dst))
+    for a, b in zip(src, dst):
+        w = a.get_weights()
+        assert [x.shape for x in w] == [tuple(x.shape) for x in b.get_weights()], (name, a.name, b.name)
+        b.set_weights(w)
+    x = digits_rgb(size, pixels=scale(name))[1][0][:32]
+    gap = float(np.abs(np.asarray(model(x, training=False)) - np.asarray(twin(x, training=False))).max())
+    assert gap < 1e-4, f"{name}: the Keras 3 twin's outputs differ by {gap}"
+    return twin
+
+
 def odd_layers(size: int = 16, keras3: bool = False):
     """Rescaling and Normalization at the input, ZeroPadding2D, a standalone BatchNormalization (after a
     Concatenate, no conv before it), squeeze-excitation (Multiply), hard-swish as an Activation and as raw
