@@ -47,7 +47,7 @@ def cmd_convert(args) -> int:
                            calibration=args.calibration, eval=args.eval, val=args.val, out=args.out,
                            labels=args.labels,
                            keep_going=args.keep_going, overwrite=args.overwrite, max_drop=args.max_drop,
-                           reuse=args.resume)
+                           reuse=args.resume, cache=not args.no_cache)
     if args.json:
         _print_json(m.to_dict())
     else:
@@ -405,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="reuse the variants a previous or interrupted run (killed, "
                    "out of memory, Ctrl-C, a failed recipe) built from the same model file and recipe settings; "
                    "build only the rest")
+    s.add_argument("--no-cache", action="store_true", help="search every 'auto' strength again, even if an earlier "
+                   "run (e.g. for another device) searched the same model, data and settings")
     s.add_argument("--json", action="store_true", help="print the manifest as JSON")
     s.set_defaults(func=cmd_convert)
 

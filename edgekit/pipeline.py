@@ -139,8 +139,9 @@ class _Optimizer:
     """Runs optimization chains, reusing a shared prefix (same prune settings -> one fine-tune)."""
 
     def __init__(self, model, train: Dataset, eval_data: Dataset | None, log: Log, reference_accuracy=None,
-                 val: Dataset | None = None):
+                 val: Dataset | None = None, use_cache: bool = True):
         self.model, self.train, self.eval, self.log = model, train, eval_data, log
+        self.use_cache = use_cache  # searches remembered across runs (optimize/search.Memo)
         # decisions (sensitivity, strength searches) use --val, or a split carved from --train; never --eval
         self.carved = val is None
         self.fit, self.val = train.split(0.2) if val is None else (train, val)
@@ -175,8 +176,24 @@ class _Optimizer:
             self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points "
                      f"(at most {TRIALS} trials on {len(self.val)} validation samples from "
                      f"{'--train' if self.carved else '--val'})")
-            return kind.apply_auto(self, current, cfg, recipe, **kw)
+            return kind.apply_auto(self, current, cfg, recipe, memo=self._memo(step, current, cfg, recipe), **kw)
         return kind.apply(self, current, cfg, recipe, **kw)
+
+    def _memo(self, step: str, current, cfg, recipe: Recipe):
+        """The cache key of one search: everything that decides its outcome (the versions are added by Memo)."""
+        if not self.use_cache:
+            return None
+        from . import cache
+        from ._tf import tf, tfmot
+        from .optimize.search import Memo
+        h = cache.new_hash(step, cfg.given, recipe.max_drop, recipe.given("distill"), recipe.prune is not None,
+                           self.val_reference, tf.__version__, getattr(tfmot, "__version__", ""))
+        cache.model_digest(h, current)
+        if recipe.distill:
+            cache.model_digest(h, self.model)  # the teacher
+        cache.data_digest(h, self.fit)
+        cache.data_digest(h, self.val)
+        return Memo(h.hexdigest())
 
     def _guarded(self, step: str, current, recipe: Recipe):
         """TensorFlow's own failures inside a step become one clear line naming the recipe and step."""
@@ -293,6 +310,8 @@ class _Optimizer:
                 text += f"  chose {show(details[what])} (tried {tried} pts on validation)"
                 if not details["search"]["budget_met"]:
                     text += " OVER BUDGET at every setting tried"
+                if "cached" in details["search"]:
+                    text += " - search remembered from an earlier run, only its choice was run"
             if "macs_after" in details:
                 text += f"  MACs {details['macs_before']:,} -> {details['macs_after']:,}"
             if after is not None:
@@ -496,7 +515,8 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
                        train=None,
                        calibration=None, eval=None, out: str | Path = "edgekit-out", log: Log = _stderr,
                        reuse: bool = False, labels=None, keep_going: bool = False,
-                       overwrite: bool = False, max_drop: float | None = None, val=None) -> Manifest:
+                       overwrite: bool = False, max_drop: float | None = None, val=None,
+                       cache: bool = True) -> Manifest:
     """Build, validate and describe every variant of `model` for `device`; returns the manifest.
 
     `model` is a path (.keras / .h5 / SavedModel folder) or a tf_keras model (never modified).
@@ -538,7 +558,7 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
                 log(f"edgekit: warning: the model scores {ref_acc:.4f} on {eval_data.source}, no better than always "
                     f"answering its most common class ({baseline:.4f}): is it trained? Accuracy drops and budgets "
                     f"mean nothing against this reference")
-        optimizer = _Optimizer(tfmot_model, train, eval_data, log, ref_acc, val) \
+        optimizer = _Optimizer(tfmot_model, train, eval_data, log, ref_acc, val, use_cache=cache) \
             if train is not None and tfmot_model is not None else None
         failed: list[dict] = [{"recipe": name, "error": why, "stage": "preflight"}
                               for name, why in impossible.items()]

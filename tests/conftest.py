@@ -30,6 +30,14 @@ def assert_one_line_error(proc, *needles):
     return lines[0]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """The suite never reads or writes the user's ~/.cache/edgekit: a search remembered there from another run
+    would change what the tests see."""
+    if "EDGEKIT_CACHE" not in os.environ:
+        os.environ["EDGEKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory):
     from edgekit.examples import write_digits_npz

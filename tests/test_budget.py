@@ -29,6 +29,39 @@ def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
     assert abs(val["seen_by_model_gap_points"] - 100 * (val["reference_accuracy"] - ref)) < 0.01
 
 
+def test_a_search_is_remembered_so_the_next_run_builds_only_its_choice(rpi4_manifest, digits_model, digits_data,
+                                                                        tmp_path):
+    """Converting the same model again (for another device, or after a change elsewhere) does not search again:
+    the search's outcome is in the cache, keyed by the model, data, settings and budget, and only its choice runs.
+    Fine-tuning is seeded, so that one run rebuilds the very model the search kept."""
+    from edgekit import convert_for_device
+    manifest, out = rpi4_manifest
+    train, test = digits_data
+
+    def prune_step(m):
+        return next(s for s in m.variant("pruned-int8").steps if s["step"] == "prune")
+
+    first = prune_step(manifest)
+    assert "cached" not in first["search"]
+    lines: list[str] = []
+    again = convert_for_device(digits_model, "rpi4", ["pruned-int8"], train=train, eval=test, out=tmp_path / "a",
+                               log=lines.append)
+    step = prune_step(again)
+    hit = step["search"].pop("cached")
+    assert step["target"] == first["target"] and step["search"] == first["search"]
+    chosen = next(t for t in first["search"]["trials"] if t["target"] == first["target"])
+    assert hit["validation_accuracy"] == chosen["validation_accuracy"]
+    assert (tmp_path / "a" / "pruned-int8.tflite").read_bytes() == (out / "pruned-int8.tflite").read_bytes()
+    assert any("search remembered from an earlier run" in ln for ln in lines), lines
+    # --no-cache (cache=False): searched again, to the same outcome
+    fresh = convert_for_device(digits_model, "rpi4", ["pruned-int8"], train=train, eval=test, out=tmp_path / "b",
+                               log=lambda m: None, cache=False)
+    step = prune_step(fresh)
+    assert "cached" not in step["search"] and step["target"] == first["target"]
+    assert [t["validation_accuracy"] for t in step["search"]["trials"]] == \
+        [t["validation_accuracy"] for t in first["search"]["trials"]]
+
+
 def test_fixed_strength_over_budget_is_flagged_and_not_selected(digits_model, digits_data, tmp_path):
     train, test = digits_data
     recipe = tmp_path / "prune95-int8.yaml"

@@ -98,6 +98,9 @@ def main() -> int:
             if not todo:
                 continue
             path = build(name, size, args.epochs, k3, work)
+            # searches are remembered across devices (edgekit's cache), but not from the tf_keras model for its
+            # Keras 3 twin: each Keras version's TF-MOT path runs on its own
+            os.environ["EDGEKIT_CACHE"] = str(work / ("cache-keras3" if k3 else "cache-tf_keras"))
             for device in todo:
                 t0 = time.perf_counter()
                 done = len(rows)

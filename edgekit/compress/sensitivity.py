@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .. import cache
 from ..data import Dataset, class_indices
 from ..layers import kind_of
 
@@ -49,26 +49,19 @@ def _pruned(weights: list, sparsity: float, method: str) -> list:
 
 
 def cache_key(model, data: Dataset, method: str, sparsities) -> str:
-    h = hashlib.sha256(model.to_json().encode())
-    for w in model.get_weights():
-        h.update(np.ascontiguousarray(w).tobytes())
-    h.update(np.ascontiguousarray(data.x).tobytes())
-    h.update(np.ascontiguousarray(data.y).tobytes())
+    h = hashlib.sha256()
+    cache.model_digest(h, model)
+    cache.data_digest(h, data)
     h.update(json.dumps([method, list(sparsities)]).encode())
     return h.hexdigest()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit")) / "sensitivity"
 
 
 def analyse(model, data: Dataset, sparsities=DEFAULT_SPARSITIES, method: str = "magnitude",
             use_cache: bool = True) -> dict:
     """{"baseline", "method", "sparsities", "layers": {name: {"params", "accuracy": [..]}}}; cached by model hash."""
     key = cache_key(model, data, method, sparsities)
-    path = cache_dir() / f"{key}.json"
-    if use_cache and path.exists():
-        result = json.loads(path.read_text())
+    result = cache.read("sensitivity", key) if use_cache else None
+    if result is not None:
         result["cached"] = True
         return result
     base = accuracy_of(model, data)
@@ -83,8 +76,7 @@ def analyse(model, data: Dataset, sparsities=DEFAULT_SPARSITIES, method: str = "
         layers[layer.name] = {"type": kind_of(layer), "params": int(original[0].size), "accuracy": accs}
     result = {"baseline": base, "method": method, "sparsities": list(sparsities), "layers": layers,
               "cache_key": key}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    cache.write("sensitivity", key, result)
     result["cached"] = False
     return result
 

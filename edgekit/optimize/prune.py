@@ -83,13 +83,13 @@ AUTO_TARGETS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3)  # strongest first
 
 
 def prune_auto(model, cfg: Prune, fit: Dataset, val: Dataset, max_drop: float, reference: float, teacher=None,
-               distill=None):
+               distill=None, memo=None):
     """The strongest sparsity of AUTO_TARGETS whose pruned, fine-tuned model stays within the budget on `val`
     against `reference` (the original model's validation accuracy); returns (model, details with the trace)."""
     from ..compress.sensitivity import accuracy_of
     from .search import strongest
     target, pruned, details, trace = strongest(
         AUTO_TARGETS, lambda t: prune(model, cfg.with_(target=t), fit, val, teacher=teacher, distill=distill),
-        lambda m: accuracy_of(m, val), reference, max_drop, "target")
+        lambda m: accuracy_of(m, val), reference, max_drop, "target", memo)
     trace["validation_samples"] = len(val)
     return pruned, {**details, "target": target, "search": trace}

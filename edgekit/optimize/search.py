@@ -1,10 +1,17 @@
 """Strength found, not fixed: the strongest setting of a step whose fine-tuned result stays within the accuracy
-budget on a validation split carved from the training data (never --eval), by binary search with a trial cap."""
+budget on a validation split carved from the training data (never --eval), by binary search with a trial cap.
+
+A search's outcome is remembered in edgekit's cache under a key of everything that decides it (the step's input
+model, the fit and validation data, the settings, the budget, the versions): converting the same model for a second
+device, or again, runs the chosen setting once instead of every trial.  Fine-tuning is seeded, so that one run gives
+the model the search kept."""
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from .. import cache
 from ..errors import OptimizationError
 
 MARGIN = 0.5  # a trial must stay within this share of the budget on validation: the rest absorbs the
@@ -22,13 +29,44 @@ def _between(a, b):
     return round((float(a) + float(b)) / 2, 4)
 
 
+@dataclass(frozen=True)
+class Memo:
+    """Where one search's outcome is remembered: `key` hashes the step's input model, data, settings and budget
+    (the caller's part); the search adds its grid, trial cap and margin."""
+    key: str
+
+    def _full(self, settings: tuple, what: str) -> str:
+        from .. import __version__
+        h = cache.new_hash("search", __version__, self.key, list(settings), what, TRIALS, MARGIN)
+        return h.hexdigest()
+
+    def get(self, settings: tuple, what: str) -> dict | None:
+        hit = cache.read("search", self._full(settings, what))
+        return hit if hit and "setting" in hit and isinstance(hit.get("trace"), dict) else None
+
+    def put(self, settings: tuple, what: str, setting, trace: dict) -> None:
+        cache.write("search", self._full(settings, what), {"setting": setting, "trace": trace})
+
+
 def strongest(settings: tuple, run: Callable, score: Callable, reference: float, max_drop: float,
-              what: str) -> tuple[object, object, dict, dict]:
+              what: str, memo: Memo | None = None) -> tuple[object, object, dict, dict]:
     """`settings` strongest first; `run(s)` -> (model, details); `score(model)` -> validation accuracy.  A binary
     search over `settings`; a trial left over then tries halfway between the chosen setting and the stronger
     neighbour that failed (70% passed, 80% did not: 75%), so a coarse grid does not leave a step on the table.
     Returns (setting, model, details, trace).  When no setting tried is within budget, the most accurate trial is
-    returned and the trace says so (the variant is then flagged)."""
+    returned and the trace says so (the variant is then flagged).  With a `memo` holding this search's outcome,
+    only the setting it chose is run (the trace is the remembered one, with `cached` saying what the run gave)."""
+    if memo is not None and (hit := memo.get(settings, what)) is not None:
+        t0 = time.perf_counter()
+        try:
+            model, details = run(hit["setting"])
+        except OptimizationError:
+            pass  # searched again below
+        else:
+            acc = score(model)
+            trace = {**hit["trace"], "cached": {"validation_accuracy": round(acc, 4),
+                                                "seconds": round(time.perf_counter() - t0, 1)}}
+            return hit["setting"], model, details, trace
     lo, hi = 0, len(settings) - 1
     trials: list[dict] = []
     best: tuple | None = None
@@ -83,4 +121,6 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: float,
     trace = {"max_drop": max_drop, "validation_budget": max_drop * MARGIN,
              "validation_reference_accuracy": round(reference, 4), "trials": trials, "budget_met": best is not None,
              "trial_budget": TRIALS, "candidates": list(settings)}
+    if memo is not None:
+        memo.put(settings, what, s, trace)
     return s, model, details, trace

@@ -51,7 +51,7 @@ AUTO_ENERGY = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)  # share of squared singular valu
 
 
 def searched(step: str, model, cfg: Filters | Factorize, fit: Dataset, val: Dataset, max_drop: float, reference: float,
-             teacher=None, distill=None):
+             teacher=None, distill=None, memo=None):
     """filters with `target_flops: auto` or factorize with `energy: auto`: the strongest setting within budget."""
     from ..compress.sensitivity import accuracy_of
     from .search import strongest
@@ -59,6 +59,6 @@ def searched(step: str, model, cfg: Filters | Factorize, fit: Dataset, val: Data
                          ("energy", AUTO_ENERGY, factorize))
     value, smaller, details, trace = strongest(
         settings, lambda s: fn(model, cfg.with_(**{key: s}), fit, val, teacher=teacher, distill=distill),
-        lambda m: accuracy_of(m, val), reference, max_drop, key)
+        lambda m: accuracy_of(m, val), reference, max_drop, key, memo)
     trace["validation_samples"] = len(val)
     return smaller, {**details, key: value, "search": trace}
