@@ -433,11 +433,32 @@ def _shortfalls(records: list[dict]) -> list[str]:
         asked = rec.get("target", (rec.get("settings") or {}).get("target"))
         got = rec.get("keras_sparsity")
         if isinstance(asked, (int, float)) and got is not None and got < asked - 0.05:
-            left = rec.get("layers_left") or {}
-            why = f"; left as they are: {', '.join(list(left)[:4])}" if left else \
-                "; the layers pruned hold few of the weights"
-            out.append(f"asked {asked:.0%} sparsity, got {got:.1%}{why}")
+            out.append(f"asked {asked:.0%} sparsity, got {got:.1%}{_why_dense(rec)}")
     return out
+
+
+_DENSE_CAUSES = {  # cause (optimize/prune.where_dense) -> how the warning says it
+    "not_prunable": "{n} {kinds} layer{s} TF-MOT does not prune",
+    "small": "{n} small layer{s} the allocation leaves dense (the smallest, under 2% of the weights together)",
+    "sensitive": "{n} sensitive layer{s} the allocation holds at {lo:.0%}-{hi:.0%}",
+    "cap": "{n} layer{s} at the allocation's cap of {hi:.0%}",
+    "target": "{n} layer{s} pruned to {hi:.0%}",
+}
+
+
+def _why_dense(rec: dict) -> str:
+    """Where the weights still non-zero sit, largest share first (the prune step's `dense_weights`)."""
+    groups = rec.get("dense_weights")
+    if not groups:
+        left = [k for k, v in (rec.get("layers_left") or {}).items() if "no weights" not in v]
+        return f"; left as they are: {', '.join(left[:4])}" if left else ""
+    parts = []
+    for cause, g in sorted(groups.items(), key=lambda kv: -kv[1]["nonzero_share"]):
+        n = g["layers"]
+        text = _DENSE_CAUSES.get(cause, cause + " ({n})").format(
+            n=n, s="" if n == 1 else "s", kinds="/".join(g["kinds"]), lo=g["sparsity"][0], hi=g["sparsity"][1])
+        parts.append(f"{g['nonzero_share']:.1%} in {text}")
+    return "; still non-zero, as shares of all kernel weights: " + ", ".join(parts)
 
 
 def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, work: Path, keras_acc,

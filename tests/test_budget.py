@@ -240,3 +240,52 @@ def test_held_out_validation_data_decides_the_searches(digits_data, tmp_path):
     # the search spends the budget on data the model never saw: within it on eval up to validation-to-eval noise
     # (0.5 point), and flagged whenever over
     assert v["accuracy_drop"] <= 1.5 and v["within_budget"] == (v["accuracy_drop"] <= 1.0), proc.stderr
+
+
+def test_allocation_prunes_a_model_of_many_small_layers():
+    """DenseNet121 asked 80% got 7%: each of its 120 convs holds under 2% of the weights, and a per-layer share left
+    all of them dense.  Only the smallest layers that together hold under 2% stay dense now."""
+    from edgekit.compress.allocate import achieved, by_sensitivity, small_layers
+    robust = [0.98, 0.98, 0.979, 0.97]
+    layers = {f"conv{i}": {"params": 576, "accuracy": robust} for i in range(60)}
+    layers.update(stem={"params": 216, "accuracy": [0.9, 0.8, 0.5, 0.2]}, head={"params": 700, "accuracy": robust})
+    sens = {"baseline": 0.98, "sparsities": [0.3, 0.5, 0.7, 0.9], "layers": layers}
+    assert small_layers(layers) == {"stem"}  # under 500 weights; the next (576) would take the small ones over 2%
+    a = by_sensitivity(sens, 0.8)
+    assert a["stem"] == 0.0 and achieved(sens, a) >= 0.8
+
+
+def test_a_sparsity_shortfall_says_where_the_dense_weights_are(digits_data, tmp_path):
+    """Asked 90%, got far less: the warning (stderr, table, manifest) names the causes and their shares of the
+    kernel weights, which add up to what is still non-zero."""
+    from edgekit import convert_for_device
+    from edgekit._tf import keras
+    from edgekit.data import load_data
+    train, test = digits_data
+    tr = load_data(train)
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input(tr.x.shape[1:])
+    x = L.Conv2D(32, 3, padding="same", activation="relu", name="stem")(inp)  # 288 weights: small, left dense
+    x = L.DepthwiseConv2D(5, padding="same", activation="relu", name="dw")(x)  # 800: TF-MOT does not prune it
+    x = L.Conv2D(32, 1, activation="relu", name="pw")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, L.Dense(10, activation="softmax", name="out")(x))
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(tr.x, tr.y, epochs=3, verbose=0)
+    recipe = tmp_path / "p90.yaml"
+    recipe.write_text("name: p90\ndescription: 90% with a sensitivity allocation\nmax_drop: 100\noptimize:\n"
+                      "  prune: {target: 0.9, allocation: sensitivity, epochs: 1}\nquantization: {mode: int8}\n")
+    lines: list[str] = []
+    man = convert_for_device(m, "local", [str(recipe)], train=train, eval=test, out=tmp_path / "o", log=lines.append)
+    v = man.variant("p90")
+    step = next(s for s in v.steps if s["step"] == "prune")
+    groups = step["dense_weights"]
+    assert groups["not_prunable"]["kinds"] == ["DepthwiseConv2D"] and groups["not_prunable"]["layers"] == 1
+    assert groups["small"]["layers"] == 2  # stem and out: 608 of 3,232 weights (under 500 each)
+    assert abs(sum(g["nonzero_share"] for g in groups.values()) - (1 - step["keras_sparsity"])) < 2e-3
+    (warning,) = [w for w in v.warnings if w.startswith("asked 90% sparsity")]
+    dw = groups["not_prunable"]["nonzero_share"]
+    assert f"{dw:.1%} in 1 DepthwiseConv2D layer TF-MOT does not prune" in warning, warning
+    assert "2 small layers the allocation leaves dense" in warning
+    assert any(ln.endswith(warning) and "WARNING" in ln for ln in lines), lines

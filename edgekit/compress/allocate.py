@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 MAX_SPARSITY = 0.95
-TINY_FRACTION = 0.02  # layers under 2% of the prunable weights are left dense
-TINY_WEIGHTS = 500
+TINY_WEIGHTS = 500  # a layer under this many weights is left dense
+TINY_FRACTION = 0.02  # and so are the smallest others, as long as together they hold under 2% of the weights
 
 
 def _max_sparsity_within(xs, drops, tolerance) -> float:
@@ -17,6 +17,23 @@ def _max_sparsity_within(xs, drops, tolerance) -> float:
     return float(ok.max()) if ok.size else 0.0
 
 
+def small_layers(layers: dict) -> set[str]:
+    """The layers left dense for their size: each under TINY_WEIGHTS, then the smallest others while together they
+    hold under TINY_FRACTION of the prunable weights.  A share per layer would leave a model of many similar layers
+    almost unpruned (DenseNet121's 120 convs each hold under 2%: asked 80%, it got 7%)."""
+    total = sum(d["params"] for d in layers.values())
+    small = {n for n, d in layers.items() if d["params"] < TINY_WEIGHTS}
+    held = sum(layers[n]["params"] for n in small)
+    for name, d in sorted(layers.items(), key=lambda kv: kv[1]["params"]):
+        if name in small:
+            continue
+        if held + d["params"] >= TINY_FRACTION * total:
+            break
+        small.add(name)
+        held += d["params"]
+    return small
+
+
 def by_sensitivity(sensitivity: dict, target: float) -> dict:
     """{layer: sparsity} reaching `target` of all prunable weights with the smallest worst per-layer drop."""
     layers = sensitivity["layers"]
@@ -24,7 +41,7 @@ def by_sensitivity(sensitivity: dict, target: float) -> dict:
     xs = [0.0, *sensitivity["sparsities"]]
     base = sensitivity["baseline"]
     drops = {n: np.maximum.accumulate([0.0, *[base - a for a in d["accuracy"]]]) for n, d in layers.items()}
-    tiny = {n for n, d in layers.items() if d["params"] < max(TINY_WEIGHTS, TINY_FRACTION * total)}
+    tiny = small_layers(layers)
 
     def alloc(tol):
         return {n: (0.0 if n in tiny else _max_sparsity_within(xs, drops[n], tol)) for n in layers}

@@ -60,6 +60,7 @@ def allocate(model, cfg: Prune, data: Dataset) -> tuple[dict | None, dict]:
     sens = analyse(model, data, method="magnitude")
     per_layer = alloc.by_sensitivity(sens, float(cfg.target or 0))
     return per_layer, {"allocation": {k: round(v, 3) for k, v in per_layer.items()},
+                       "allocation_small_layers": sorted(alloc.small_layers(sens["layers"])),
                        "allocated_sparsity": round(alloc.achieved(sens, per_layer), 4),
                        "sensitivity_cached": sens.get("cached", False)}
 
@@ -76,7 +77,41 @@ def prune(model, cfg: Prune, data: Dataset, eval_data: Dataset | None = None, te
     details["fit"] = fine_tune(wrapped, data, epochs=cfg.epochs, lr=1e-3,
                                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
                                probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
-    return tfmot.sparsity.keras.strip_pruning(wrapped), details
+    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    details["dense_weights"] = where_dense(stripped, skipped, allocation, details.get("allocation_small_layers", ()),
+                                           cfg)
+    return stripped, details
+
+
+def where_dense(model, skipped: dict, allocation: dict | None, small, cfg: Prune) -> dict:
+    """Where the kernel weights pruning left non-zero sit, by cause, so a shortfall says why (asked 95%, got 75%):
+    {cause: {"layers", "kinds", "nonzero_share" (of all kernel weights), "sparsity": [lowest, highest]}}, causes
+    `not_prunable` (TF-MOT leaves the layer alone), `small` (the allocation leaves it dense for its size),
+    `sensitive` (the allocation holds it below the cap), `cap` (at the allocation's cap), `target` (uniform)."""
+    from ..compress.allocate import MAX_SPARSITY
+    from .train import kernel_counts
+    counts = kernel_counts(model)
+    total = sum(size for _, size, _ in counts.values()) or 1
+    out: dict[str, dict] = {}
+    for name, (kind, size, zeros) in counts.items():
+        if name in skipped or (allocation is not None and name not in allocation):
+            cause = "not_prunable"
+        elif allocation is None:
+            cause = "target" if cfg.target else "not_prunable"
+        elif name in small:
+            cause = "small"
+        else:
+            cause = "cap" if allocation[name] >= MAX_SPARSITY - 1e-9 else "sensitive"
+        g = out.setdefault(cause, {"layers": 0, "kinds": [], "nonzero_share": 0.0, "sparsity": [1.0, 0.0]})
+        g["layers"] += 1
+        if kind not in g["kinds"]:
+            g["kinds"].append(kind)
+        g["nonzero_share"] += (size - zeros) / total
+        g["sparsity"] = [min(g["sparsity"][0], zeros / size), max(g["sparsity"][1], zeros / size)]
+    for g in out.values():
+        g["nonzero_share"] = round(g["nonzero_share"], 4)
+        g["sparsity"] = [round(x, 3) for x in g["sparsity"]]
+    return out
 
 
 AUTO_TARGETS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3)  # strongest first

@@ -79,13 +79,27 @@ def steps_per_epoch(data: Dataset) -> int:
     return int(np.ceil(len(data) * (1 - VALIDATION_FRACTION) / BATCH))
 
 
+KERNEL_KINDS = ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose")
+
+
+def kernel_counts(model) -> dict[str, tuple[str, int, int]]:
+    """layer name -> (kind, kernel weights, zeros among them) for the Conv/Dense kernels of a plain Keras model."""
+    out = {}
+    for layer in model.layers:
+        kind = kind_of(layer)
+        if kind in KERNEL_KINDS:
+            w = layer.get_weights()[0]
+            out[layer.name] = (kind, int(w.size), int(np.sum(w == 0)))
+    return out
+
+
 def kernel_stats(model) -> tuple[float, int]:
     """(sparsity, max distinct values per output channel) over Conv/Dense kernels of a plain Keras model."""
     zeros = total = 0
     max_unique = 0
     for layer in model.layers:
         kind = kind_of(layer)
-        if kind not in ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose"):
+        if kind not in KERNEL_KINDS:
             continue
         w = layer.get_weights()[0]
         zeros += int(np.sum(w == 0))
