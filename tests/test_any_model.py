@@ -163,6 +163,37 @@ def test_pcqat_keeps_sparsity_when_another_conv_was_left_unpruned():
     assert zeros["pruned"] > 0.69 and zeros["protected"] == 0.0, zeros
 
 
+def test_a_conv_before_a_relu_layer_keeps_its_zeros_and_clusters_through_pcqat(digits_data):
+    """Conv2D -> ReLU() (MobileNetV3's squeeze-excite, many hand-written models): TF-MOT's LayerReLUQuantize gave the
+    conv a NoOpQuantizeConfig, so its weights trained outside QAT and lost their zeros and clusters (80% pruned and
+    8 clusters in Keras, 46% and 10 values in the int8 model).  Now its weights are fake-quantized and preserved,
+    and Conv+ReLU still convert to one fused op."""
+    from edgekit._tf import keras
+    from edgekit.convert.tflite import convert
+    from edgekit.data import load_data
+    from edgekit.flatbuffer import parse_model
+    from edgekit.optimize.cluster import cluster
+    from edgekit.optimize.qat import qat
+    from edgekit.optimize.steps import Cluster, Qat
+    data = load_data(digits_data[0])
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
+    h = keras.layers.Conv2D(32, 3, name="conv")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    out = keras.layers.Dense(10, activation="softmax", name="head")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    kernel, bias = model.get_layer("conv").get_weights()
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.8)] = 0
+    model.get_layer("conv").set_weights([kernel, bias])
+    clustered, _ = cluster(model, Cluster(clusters=8, epochs=1), data, preserve_sparsity=True)
+    trained, _ = qat(clustered, Qat(epochs=1), data, "PCQAT")
+    info = parse_model(convert(trained, "int8", "int8", data), "relu")
+    (w,) = [w for w in info.weights if "conv/" in w.name]
+    assert w.sparsity > 0.79 and w.max_unique_per_channel <= 9, (w.sparsity, w.max_unique_per_channel)
+    assert "RELU" not in {o["op"] for o in info.ops}  # fused into the conv, as before
+
+
 def test_batchnorm_after_a_conv_with_its_own_activation_goes_through_pcqat(digits_data):
     """Conv2D(activation='relu') -> BatchNormalization, common in hand-written models: TF-MOT folds only a linear
     conv, and its registry refused the BN (every QAT recipe failed in the pre-flight)."""
