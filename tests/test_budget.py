@@ -205,6 +205,26 @@ def test_a_trial_left_over_tries_halfway_to_the_stronger_setting_that_failed():
         assert trace["trials"][-1]["refined"] and trace["trials"][-1]["within_budget"] == (expected == 0.75)
 
 
+def test_a_remembered_choice_that_no_longer_meets_the_budget_is_searched_again(tmp_path, monkeypatch):
+    """The cache holds a search's choice, keyed by the model, data and settings; if the step now does something
+    else at that setting (another build of edgekit), the choice is rerun, found over budget, and searched again."""
+    from edgekit.optimize.prune import AUTO_TARGETS
+    from edgekit.optimize.search import Memo, strongest
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    memo = Memo("same-model-data-settings")
+
+    def search(cliff):
+        return strongest(AUTO_TARGETS, lambda s: (s, {}), lambda s: 1.0 if s <= cliff else 0.5, 1.0, 1.0, "target",
+                         memo)
+    first = search(0.9)
+    assert first[0] == 0.9 and "cached" not in first[3]
+    again = search(0.9)  # the same step: only the choice runs
+    assert again[0] == 0.9 and again[3]["cached"]["validation_accuracy"] == 1.0 and again[3]["trials"] == first[3]["trials"]
+    changed = search(0.6)  # the step now breaks at 0.9: searched again, and the new choice remembered
+    assert changed[0] == 0.6 and "cached" not in changed[3] and changed[3]["budget_met"]
+    assert search(0.6)[3]["cached"]["validation_accuracy"] == 1.0
+
+
 def test_held_out_validation_data_decides_the_searches(digits_data, tmp_path):
     """--val: data the model did not train on decides the strength search (the fine-tunes use all of --train); no
     warning about a split the model has seen."""

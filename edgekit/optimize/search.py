@@ -55,7 +55,8 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: float,
     neighbour that failed (70% passed, 80% did not: 75%), so a coarse grid does not leave a step on the table.
     Returns (setting, model, details, trace).  When no setting tried is within budget, the most accurate trial is
     returned and the trace says so (the variant is then flagged).  With a `memo` holding this search's outcome,
-    only the setting it chose is run (the trace is the remembered one, with `cached` saying what the run gave)."""
+    only the setting it chose is run (the trace is the remembered one, with `cached` saying what the run gave),
+    unless that run is now over the budget: then the search runs again."""
     if memo is not None and (hit := memo.get(settings, what)) is not None:
         t0 = time.perf_counter()
         try:
@@ -64,9 +65,13 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: float,
             pass  # searched again below
         else:
             acc = score(model)
-            trace = {**hit["trace"], "cached": {"validation_accuracy": round(acc, 4),
-                                                "seconds": round(time.perf_counter() - t0, 1)}}
-            return hit["setting"], model, details, trace
+            # a remembered choice that no longer meets the budget (an entry from another build of edgekit whose
+            # step does something else at that setting) is searched again, never shipped on the memory of it
+            stale = hit["trace"].get("budget_met") and 100.0 * (reference - acc) > max_drop * MARGIN
+            if not stale:
+                trace = {**hit["trace"], "cached": {"validation_accuracy": round(acc, 4),
+                                                    "seconds": round(time.perf_counter() - t0, 1)}}
+                return hit["setting"], model, details, trace
     lo, hi = 0, len(settings) - 1
     trials: list[dict] = []
     best: tuple | None = None
