@@ -219,7 +219,8 @@ def test_a_remembered_choice_that_no_longer_meets_the_budget_is_searched_again(t
     first = search(0.9)
     assert first[0] == 0.9 and "cached" not in first[3]
     again = search(0.9)  # the same step: only the choice runs
-    assert again[0] == 0.9 and again[3]["cached"]["validation_accuracy"] == 1.0 and again[3]["trials"] == first[3]["trials"]
+    assert again[0] == 0.9 and again[3]["cached"]["validation_accuracy"] == 1.0
+    assert again[3]["trials"] == first[3]["trials"]
     changed = search(0.6)  # the step now breaks at 0.9: searched again, and the new choice remembered
     assert changed[0] == 0.6 and "cached" not in changed[3] and changed[3]["budget_met"]
     assert search(0.6)[3]["cached"]["validation_accuracy"] == 1.0
