@@ -42,13 +42,62 @@ def _plain(value):
     return value
 
 
-def _layer(op):
-    """The tf_keras twin of one Keras 3 layer (same class name and settings), or OptimizationError naming it."""
+def _activation_name(op) -> str | None:
+    act = op.get_config().get("activation")
+    if isinstance(act, dict):  # a serialized function
+        act = act.get("config", {}).get("name") if isinstance(act.get("config"), dict) else act.get("config")
+    return act if isinstance(act, str) else None
+
+
+def _hard_sigmoid(name: str):
+    """Keras 3's hard_sigmoid, relu6(x + 3) / 6, written as tf_keras' own MobileNetV3 writes it (an add, a ReLU(6)
+    layer and a multiply), which prune, cluster and QAT take.  tf_keras' 'hard_sigmoid' is another function
+    (clip(0.2 x + 0.5, 0, 1)), so the name cannot be carried over as it is."""
     import tf_keras
+
+    def build(x):
+        return tf_keras.layers.ReLU(6.0, name=f"{name}/relu6")(x + 3.0) * (1.0 / 6.0)
+    return build
+
+
+def _hard_silu(name: str):
+    """Keras 3's hard_silu / hard_swish, x * relu6(x + 3) / 6, as tf_keras' MobileNetV3 writes its hard-swish."""
+    import tf_keras
+    sigmoid = _hard_sigmoid(name)
+
+    def build(x):
+        return tf_keras.layers.Multiply(name=name)([x, sigmoid(x)])
+    return build
+
+
+# Keras 3 activations tf_keras lacks or defines differently: the same function in tf_keras terms
+_ACTIVATIONS = {"hard_silu": _hard_silu, "hard_swish": _hard_silu, "hard_sigmoid": _hard_sigmoid}
+_RENAMED = {"silu": "swish"}
+
+
+# Keras 3 operations on tensors that are not layers (`x + 3.0`, `x * (1 / 6)` in a functional model): the same
+# arithmetic on the tf_keras tensors, which tf_keras records as TFOpLambda layers, as its own applications have them
+_OPERATORS = {"Add": lambda a, b: a + b, "Subtract": lambda a, b: a - b, "Multiply": lambda a, b: a * b,
+              "Divide": lambda a, b: a / b, "TrueDivide": lambda a, b: a / b}
+
+
+def _layer(op):
+    """The tf_keras twin of one Keras 3 layer (same class name and settings; a few activations and tensor
+    operators as the equivalent tf_keras layers), or OptimizationError naming it."""
+    import tf_keras
+    kind = type(op).__name__
+    if not isinstance(op, _keras3().layers.Layer):  # an operation such as keras.ops.add
+        if kind in _OPERATORS:
+            return _OPERATORS[kind]
+        raise OptimizationError(f"operation '{op.name}' ({kind}) has no tf_keras equivalent here")
+    act = _activation_name(op) if kind == "Activation" else None
+    if act in _ACTIVATIONS:
+        return _ACTIVATIONS[act](op.name)
+    if act in _RENAMED:
+        return tf_keras.layers.Activation(_RENAMED[act], name=op.name)
     # initializers are dropped (the weights are copied over; Keras 3's carry arguments tf_keras lacks)
     cfg = {k: _plain(v) for k, v in op.get_config().items()
            if k not in _KERAS3_ONLY and not k.endswith("_initializer")}
-    kind = type(op).__name__
     for _ in range(8):  # drop settings tf_keras does not know, one by one
         try:
             layer = tf_keras.layers.deserialize({"class_name": kind, "config": cfg})
@@ -113,7 +162,7 @@ def to_tf_keras(model, check_x: np.ndarray | None = None):
     twin = tf_keras.Model(inputs, [made[id(t)] for t in model.outputs] if len(model.outputs) > 1
                           else made[id(model.outputs[0])], name=model.name)
     for new, old in twins.values():
-        if old.weights:
+        if isinstance(new, tf_keras.layers.Layer) and old.weights:
             try:
                 new.set_weights([np.asarray(w) for w in old.get_weights()])
             except ValueError as e:

@@ -136,6 +136,34 @@ def test_keras3_rebuild_is_exact_and_names_what_it_cannot_carry(odd_keras3):
         keras3.to_tf_keras(odd)
 
 
+def test_keras3_activations_and_tensor_operators_are_rebuilt_for_tf_mot():
+    """Keras 3's MobileNetV3 has Activation('hard_silu') (no such name in tf_keras; its 'hard_sigmoid' is another
+    function) and `x + 3.0` / `x * (1 / 6)` as operations, not layers: every TF-MOT recipe failed on it.  They are
+    rebuilt as tf_keras' own MobileNetV3 writes them (TFOpLambda, ReLU(6), Multiply), outputs equal, and QAT and
+    pruning take the result."""
+    import keras
+    from edgekit import keras3
+    from edgekit.optimize.qat import _apply
+    from edgekit.optimize.support import prune_skip_reason
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inp)
+    x = keras.layers.Activation("hard_silu", name="hs")(x)
+    x = keras.layers.Activation("hard_sigmoid", name="hsig")(x) * (1.0 / 2.0) + 1.0
+    x = keras.layers.Activation("silu", name="silu")(x - 0.5)
+    x = keras.layers.Conv2D(8, 1, name="pw")(x)
+    out = keras.layers.Dense(4, activation="softmax", name="out")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).normal(0, 3, (16, 8, 8, 3)).astype(np.float32)  # both sides of every kink
+    twin = keras3.to_tf_keras(model, x)
+    assert np.max(np.abs(model.predict(x, verbose=0) - twin.predict(x, verbose=0))) <= keras3.TOLERANCE
+    kinds = [type(layer).__name__ for layer in twin.layers]
+    assert "TFOpLambda" in kinds and "ReLU" in kinds and "Multiply" in kinds
+    assert prune_skip_reason(twin.get_layer("pw")) is None
+    qmodel, _notes = _apply(twin, "QAT")
+    wrapped = {layer.name for layer in qmodel.layers if type(layer).__name__ == "QuantizeWrapperV2"}
+    assert {"quant_conv", "quant_pw", "quant_out"} <= wrapped, wrapped
+
+
 def test_pcqat_keeps_sparsity_when_another_conv_was_left_unpruned():
     """TF-MOT's PCQAT registry shares one weight quantizer between all Conv2D layers, and that quantizer stops
     preserving sparsity for good when it meets a conv with no zeros (one left alone as too small): the pruned convs
