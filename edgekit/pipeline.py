@@ -401,8 +401,13 @@ def _survival(recipe: Recipe, records: list[dict], info) -> dict:
     if recipe.cluster:
         chosen = next((r.get("clusters") for r in records if r.get("step") == "cluster"), None)
         n = int(chosen if isinstance(chosen, int) else recipe.cluster.clusters)
-        limit = n + (1 if recipe.prune else 0)  # int8 rounding can split zero from a near-zero centroid
-        result["clusters"] = {"clusters": n, "tflite_max_unique_per_channel": info.max_unique_per_channel,
+        # what the Keras model had after clustering: layers clustering leaves alone (a 5x5 depthwise kernel has 25
+        # values per channel) are not a loss in conversion
+        had = next((r.get("keras_max_unique_per_channel") for r in reversed(records) if r.get("step") == "cluster"),
+                   None)
+        limit = max(n, had or 0) + (1 if recipe.prune else 0)  # int8 rounding can split zero from a near-zero centroid
+        result["clusters"] = {"clusters": n, "keras_max_unique_per_channel": had,
+                              "tflite_max_unique_per_channel": info.max_unique_per_channel,
                               "ok": info.max_unique_per_channel <= limit}
     return result
 

@@ -310,3 +310,21 @@ def test_a_sparsity_shortfall_says_where_the_dense_weights_are(digits_data, tmp_
     assert f"{dw:.1%} in 1 DepthwiseConv2D layer TF-MOT does not prune" in warning, warning
     assert "2 small layers the allocation leaves dense" in warning
     assert any(ln.endswith(warning) and "WARNING" in ln for ln in lines), lines
+
+
+def test_clusters_survive_when_the_flatbuffer_has_no_more_values_than_the_keras_model():
+    """MobileNetV3Small's PCQAT: 6 clusters, but its 5x5 depthwise kernels (left alone by clustering) have 25 values
+    per channel in Keras already; 25 in the flatbuffer is no loss.  41 (the squeeze-excite convs losing their
+    clusters in QAT, before that was fixed) is."""
+    from types import SimpleNamespace
+
+    from edgekit.pipeline import _survival
+    from edgekit.profiles import load_recipe
+    recipe = load_recipe("pcqat-int8")
+    records = [{"step": "prune", "keras_sparsity": 0.895},
+               {"step": "cluster", "clusters": 6, "keras_sparsity": 0.896, "keras_max_unique_per_channel": 25}]
+    for tflite, ok in ((25, True), (26, True), (41, False)):
+        got = _survival(recipe, records, SimpleNamespace(sparsity=0.896, max_unique_per_channel=tflite))
+        assert got["clusters"]["ok"] is ok and got["clusters"]["keras_max_unique_per_channel"] == 25, (tflite, got)
+    plain = [records[0], {**records[1], "keras_max_unique_per_channel": 6}]  # every layer clustered: 6 (+1 for zero)
+    assert not _survival(recipe, plain, SimpleNamespace(sparsity=0.9, max_unique_per_channel=9))["clusters"]["ok"]
