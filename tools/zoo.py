@@ -83,6 +83,8 @@ def keras3_twin(model, name: str, size: int = 32):
         w = a.get_weights()
         assert [x.shape for x in w] == [tuple(x.shape) for x in b.get_weights()], (name, a.name, b.name)
         b.set_weights(w)
+        if hasattr(a, "momentum"):
+            b.momentum = a.momentum
     x = digits_rgb(size, pixels=scale(name))[1][0][:32]
     gap = float(np.abs(np.asarray(model(x, training=False)) - np.asarray(twin(x, training=False))).max())
     assert gap < 1e-4, f"{name}: the Keras 3 twin's outputs differ by {gap}"
@@ -124,12 +126,15 @@ def train(model, size: int, epochs: int = 3, keras3: bool = False, data=None, pi
     """Train briefly on digits upscaled to RGB in [0, pixels] (`data`: other (x, y) arrays of that kind instead)."""
     (xtr, ytr), _ = digits_rgb(size, pixels=pixels) if data is None else (data, None)
     keras = _keras(keras3)
-    for layer in model.layers:  # keras.applications use momentum 0.99-0.999: with ~100 steps of training the
-        if type(layer).__name__ == "BatchNormalization":  # moving statistics would stay near their initial values
-            layer.momentum = 0.9
+    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+    shipped = [layer.momentum for layer in norms]
+    for layer in norms:  # keras.applications use momentum 0.99-0.999: with ~100 steps of training the moving
+        layer.momentum = 0.9  # statistics would stay near their initial values
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.fit(xtr, ytr, epochs=epochs, batch_size=32, verbose=0)
+    for layer, m in zip(norms, shipped):  # then as the family ships it: what edgekit's fine-tunes meet in a
+        layer.momentum = m  # user's model (momentum 0.9 hid that their statistics lagged the weights)
     return model
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from ..data import Dataset
 from ..errors import OptimizationError
 from .steps import Cluster
-from .train import fine_tune, outputs_probabilities
+from .train import fine_tune, outputs_probabilities, refresh_batchnorm
 from ..layers import kind_of
 
 _INIT = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
@@ -62,7 +62,11 @@ def cluster(model, cfg: Cluster, data: Dataset, preserve_sparsity: bool, teacher
     wrapped = _wrap(clone(model), cfg, preserve_sparsity)
     fit = fine_tune(wrapped, data, epochs=cfg.epochs, lr=1e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
-    return tfmot.clustering.keras.strip_clustering(wrapped), {"fit": fit}
+    stripped = tfmot.clustering.keras.strip_clustering(wrapped)
+    details: dict = {"fit": fit}
+    if (bn := refresh_batchnorm(stripped, data)) is not None:
+        details["batchnorm_refreshed"] = bn
+    return stripped, details
 
 
 AUTO_CLUSTERS = (4, 8, 16, 32, 64)  # fewest (strongest) first

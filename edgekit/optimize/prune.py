@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..data import Dataset
 from ..errors import OptimizationError
 from .steps import Prune
-from .train import fine_tune, outputs_probabilities, steps_per_epoch
+from .train import fine_tune, outputs_probabilities, refresh_batchnorm, steps_per_epoch
 
 
 def _schedule(cfg: Prune, target: float, steps: int):
@@ -78,6 +78,8 @@ def prune(model, cfg: Prune, data: Dataset, eval_data: Dataset | None = None, te
                                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
                                probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    if (bn := refresh_batchnorm(stripped, data)) is not None:
+        details["batchnorm_refreshed"] = bn
     details["dense_weights"] = where_dense(stripped, skipped, allocation, details.get("allocation_small_layers", ()),
                                            cfg)
     return stripped, details

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..data import Dataset
 from .steps import Factorize, Filters
-from .train import fine_tune, outputs_probabilities
+from .train import fine_tune, outputs_probabilities, refresh_batchnorm
 
 
 def filters(model, cfg: Filters, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
@@ -27,6 +27,8 @@ def filters(model, cfg: Filters, data: Dataset, eval_data: Dataset | None = None
     after = count(smaller, multiple)
     fit = fine_tune(smaller, data, epochs=cfg.epochs, lr=1e-3,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
+    if (bn := refresh_batchnorm(smaller, data)) is not None:
+        fit["batchnorm_refreshed"] = bn
     return smaller, {"macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
                      "params_after": after["params"], "flops_fraction": round(frac, 4),
                      "prune_fraction": round(fraction, 4), "channel_multiple": multiple,
@@ -42,6 +44,8 @@ def factorize(model, cfg: Factorize, data: Dataset, eval_data: Dataset | None = 
     after = count(smaller)
     fit = fine_tune(smaller, data, epochs=cfg.epochs, lr=5e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill) if report else None
+    if fit is not None and (bn := refresh_batchnorm(smaller, data)) is not None:
+        fit["batchnorm_refreshed"] = bn
     return smaller, {"layers": report, "macs_before": before["macs"], "macs_after": after["macs"],
                      "params_before": before["params"], "params_after": after["params"], "fit": fit}
 
