@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from .. import cache
 from ..errors import OptimizationError
 
+REVISION = 2  # bump when what a step gives at a setting changes (BatchNormalization refresh, allocation, QAT of a
+# conv before a ReLU): remembered searches from before are then searched again
 MARGIN = 0.5  # a trial must stay within this share of the budget on validation: the rest absorbs the
 #               validation -> eval noise (one sample of a 300-sample split is 0.33 points)
 TRIALS = 4
@@ -37,7 +39,7 @@ class Memo:
 
     def _full(self, settings: tuple, what: str) -> str:
         from .. import __version__
-        h = cache.new_hash("search", __version__, self.key, list(settings), what, TRIALS, MARGIN)
+        h = cache.new_hash("search", __version__, REVISION, self.key, list(settings), what, TRIALS, MARGIN)
         return h.hexdigest()
 
     def get(self, settings: tuple, what: str) -> dict | None:
