@@ -46,10 +46,8 @@ def fine_tune(model, data: Dataset, epochs: int, lr: float, callbacks=(), probab
     reseed()
     probs = outputs_probabilities(model) if probabilities is None else probabilities
     one_hot = data.labels.ndim == 2
-    rng = np.random.default_rng(0)
-    idx = rng.permutation(len(data))
-    n_val = int(len(data) * VALIDATION_FRACTION) if len(data) >= 50 else 0
-    val, tr = idx[:n_val], idx[n_val:]
+    val, tr = held_out_split(data)
+    n_val = len(val)
     x_tr, y_tr = data.x[tr], data.labels[tr]
     steps = int(np.ceil(len(tr) / BATCH)) * max(1, epochs)
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.1)
@@ -73,6 +71,13 @@ def fine_tune(model, data: Dataset, epochs: int, lr: float, callbacks=(), probab
     h = hist.history
     return {"train_accuracy": float(h[metric][-1]), "val_accuracy": float(h[f"val_{metric}"][-1]) if n_val else None,
             "epochs_run": len(h[metric])}
+
+
+def held_out_split(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out indices, training indices) of a fine-tune: the same slice every time for the same data."""
+    idx = np.random.default_rng(0).permutation(len(data))
+    n_val = int(len(data) * VALIDATION_FRACTION) if len(data) >= 50 else 0
+    return idx[:n_val], idx[n_val:]
 
 
 def steps_per_epoch(data: Dataset) -> int:
@@ -134,29 +139,22 @@ def recalibrate_batchnorm(model, data: Dataset, samples: int = 512, chunk: int =
     return len(layers)
 
 
-def _accuracy(model, x, labels) -> float:
-    pred = model.predict(x, batch_size=256, verbose=0)
-    truth = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    return float((pred.reshape(len(pred), -1).argmax(axis=1) == truth).mean())
-
-
 def refresh_batchnorm(model, data: Dataset) -> dict | None:
     """After a fine-tune: a short fine-tune moves the weights, but with the momentum real models ship with (0.99 in
     most keras.applications, 0.999 in MobileNetV3 and Keras 3) it barely moves the BatchNormalization statistics,
     which then no longer match the weights (Keras 3 MobileNetV3Small: every pruning setting 1.1 points over budget
     where its tf_keras twin at momentum 0.9 lost nothing).  The statistics are re-estimated on the fine-tune's
     training part and kept when they score no worse on its held-out part (the slice `fine_tune` held out)."""
+    from ..compress.sensitivity import accuracy_of
     layers = _batchnorms(model)
-    idx = np.random.default_rng(0).permutation(len(data))  # the split fine_tune made
-    n_val = int(len(data) * VALIDATION_FRACTION) if len(data) >= 50 else 0
-    if not layers or not n_val:
+    val, tr = held_out_split(data)  # the split fine_tune made
+    if not layers or not len(val):
         return None
-    val, tr = idx[:n_val], idx[n_val:]
-    x_val, y_val = data.x[val].astype(np.float32), data.labels[val]
-    before = _accuracy(model, x_val, y_val)
+    held_out = Dataset(data.x[val], data.labels[val], data.source)
+    before = accuracy_of(model, held_out)
     saved = [layer.get_weights() for layer in layers]
     recalibrate_batchnorm(model, Dataset(data.x[tr], data.labels[tr], data.source))
-    after = _accuracy(model, x_val, y_val)
+    after = accuracy_of(model, held_out)
     if after < before:
         for layer, w in zip(layers, saved):
             layer.set_weights(w)
