@@ -56,7 +56,8 @@ def _hard_sigmoid(name: str):
     import tf_keras
 
     def build(x):
-        return tf_keras.layers.ReLU(6.0, name=f"{name}/relu6")(x + 3.0) * (1.0 / 6.0)
+        relu6 = tf_keras.layers.ReLU(6.0, name=f"{name}/relu6")(_operator("Add", f"{name}/add")(x, 3.0))
+        return _operator("Multiply", f"{name}/mul")(relu6, 1.0 / 6.0)
     return build
 
 
@@ -76,9 +77,20 @@ _RENAMED = {"silu": "swish"}
 
 
 # Keras 3 operations on tensors that are not layers (`x + 3.0`, `x * (1 / 6)` in a functional model): the same
-# arithmetic on the tf_keras tensors, which tf_keras records as TFOpLambda layers, as its own applications have them
-_OPERATORS = {"Add": lambda a, b: a + b, "Subtract": lambda a, b: a - b, "Multiply": lambda a, b: a * b,
-              "Divide": lambda a, b: a / b, "TrueDivide": lambda a, b: a / b}
+# arithmetic as the TFOpLambda layers tf_keras records for `+ - * /` (its own applications have them), named after
+# the Keras 3 operation: auto-generated names would differ at each rebuild, and so would the cache keys
+_OPERATORS = {"Add": "__operators__.add", "Subtract": "math.subtract", "Multiply": "math.multiply",
+              "Divide": "math.truediv", "TrueDivide": "math.truediv"}
+
+
+def _operator(kind: str, name: str):
+    """A TFOpLambda layer doing `kind` (a key of _OPERATORS), with a name of ours."""
+    import tensorflow as tf
+    from tf_keras.src.layers.core.tf_op_layer import TFOpLambda
+    function = tf
+    for part in _OPERATORS[kind].split("."):
+        function = getattr(function, part)
+    return TFOpLambda(function, name=name)
 
 
 def _layer(op):
@@ -88,7 +100,7 @@ def _layer(op):
     kind = type(op).__name__
     if not isinstance(op, _keras3().layers.Layer):  # an operation such as keras.ops.add
         if kind in _OPERATORS:
-            return _OPERATORS[kind]
+            return _operator(kind, op.name)
         raise OptimizationError(f"operation '{op.name}' ({kind}) has no tf_keras equivalent here")
     act = _activation_name(op) if kind == "Activation" else None
     if act in _ACTIVATIONS:
@@ -162,7 +174,7 @@ def to_tf_keras(model, check_x: np.ndarray | None = None):
     twin = tf_keras.Model(inputs, [made[id(t)] for t in model.outputs] if len(model.outputs) > 1
                           else made[id(model.outputs[0])], name=model.name)
     for new, old in twins.values():
-        if isinstance(new, tf_keras.layers.Layer) and old.weights:
+        if isinstance(new, tf_keras.layers.Layer) and getattr(old, "weights", None):
             try:
                 new.set_weights([np.asarray(w) for w in old.get_weights()])
             except ValueError as e:

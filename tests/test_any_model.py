@@ -140,7 +140,7 @@ def test_keras3_activations_and_tensor_operators_are_rebuilt_for_tf_mot():
     """Keras 3's MobileNetV3 has Activation('hard_silu') (no such name in tf_keras; its 'hard_sigmoid' is another
     function) and `x + 3.0` / `x * (1 / 6)` as operations, not layers: every TF-MOT recipe failed on it.  They are
     rebuilt as tf_keras' own MobileNetV3 writes them (TFOpLambda, ReLU(6), Multiply), outputs equal, and QAT and
-    pruning take the result."""
+    pruning take the result.  The rebuilt layers' names do not depend on how many rebuilds came before."""
     import keras
     from edgekit import keras3
     from edgekit.optimize.qat import _apply
@@ -159,6 +159,12 @@ def test_keras3_activations_and_tensor_operators_are_rebuilt_for_tf_mot():
     kinds = [type(layer).__name__ for layer in twin.layers]
     assert "TFOpLambda" in kinds and "ReLU" in kinds and "Multiply" in kinds
     assert prune_skip_reason(twin.get_layer("pw")) is None
+    # a second rebuild (one per device in a run) has the same layer names, so remembered searches are found again
+    from edgekit import cache
+    keys = [cache.new_hash() for _ in range(2)]
+    for h, rebuilt in zip(keys, [twin, keras3.to_tf_keras(model, x)]):
+        cache.model_digest(h, rebuilt)
+    assert keys[0].hexdigest() == keys[1].hexdigest()
     qmodel, _notes = _apply(twin, "QAT")
     wrapped = {layer.name for layer in qmodel.layers if type(layer).__name__ == "QuantizeWrapperV2"}
     assert {"quant_conv", "quant_pw", "quant_out"} <= wrapped, wrapped
