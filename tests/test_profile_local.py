@@ -246,8 +246,10 @@ def test_ctrl_c_keeps_finished_rows_and_a_rerun_does_the_rest(tmp_path, rpi4_man
     store = tmp_path / "s.db"
     args = [sys.executable, "-m", "edgekit", "profile", str(rpi4_manifest[1] / "int8.tflite"), "--board", "local",
             "--threads", "1", "--runs", "5", "--min-seconds", "1", "--repeat", "4", "--store", str(store)]
+    # SIGINT restored in the child: a CI that starts the suite with SIGINT ignored must not make Ctrl-C vanish
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **home})
+                            env={**os.environ, **home},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def ok_rows():
         if not store.exists():

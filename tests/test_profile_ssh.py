@@ -333,8 +333,10 @@ def test_no_runner_survives_on_the_board(tmp_path, board, models, how):
         assert proc.returncode == 2 and "timed out" in proc.stderr, proc.stderr
         assert time.monotonic() - t0 < 60
     else:
+        # SIGINT restored in the child: a CI that starts the suite with SIGINT ignored must not make Ctrl-C vanish
         p = subprocess.Popen([sys.executable, "-m", "edgekit", "profile", *map(str, args)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 90
         while not _runners(work) and time.monotonic() < deadline:
             time.sleep(0.2)
