@@ -399,13 +399,14 @@ def _survival(recipe: Recipe, records: list[dict], info) -> dict:
         result["sparsity"] = {"keras": want, "tflite": round(info.sparsity, 4),
                               "ok": info.sparsity >= want - 0.02}
     if recipe.cluster:
-        chosen = next((r.get("clusters") for r in records if r.get("step") == "cluster"), None)
-        n = int(chosen if isinstance(chosen, int) else recipe.cluster.clusters)
+        step = next((r for r in reversed(records) if r.get("step") == "cluster"), {})
+        # the count the step used (searched, fixed by the user, or set by a chain back-off), else the recipe's
+        n = next((c for c in (step.get("clusters"), recipe.cluster.clusters) if isinstance(c, int)), None)
         # what the Keras model had after clustering: layers clustering leaves alone (a 5x5 depthwise kernel has 25
         # values per channel) are not a loss in conversion
-        had = next((r.get("keras_max_unique_per_channel") for r in reversed(records) if r.get("step") == "cluster"),
-                   None)
-        limit = max(n, had or 0) + (1 if recipe.prune else 0)  # int8 rounding can split zero from a near-zero centroid
+        had = step.get("keras_max_unique_per_channel")
+        # (+1 with pruning: int8 rounding can split zero from a near-zero centroid)
+        limit = max(n or 0, had or 0) + (1 if recipe.prune else 0)
         result["clusters"] = {"clusters": n, "keras_max_unique_per_channel": had,
                               "tflite_max_unique_per_channel": info.max_unique_per_channel,
                               "ok": info.max_unique_per_channel <= limit}

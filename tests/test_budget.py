@@ -330,6 +330,32 @@ def test_clusters_survive_when_the_flatbuffer_has_no_more_values_than_the_keras_
     assert not _survival(recipe, plain, SimpleNamespace(sparsity=0.9, max_unique_per_channel=9))["clusters"]["ok"]
 
 
+def test_a_cluster_count_set_by_a_chain_back_off_is_what_survival_checks(digits_data):
+    """A PCQAT chain over budget after QAT backs off to a fixed cluster count (64), run as a plain cluster step of
+    a recipe that says `clusters: auto`: its record did not carry the count, and the survival check then read
+    int('auto') and the whole run died after every variant but the last was built (MobileNetV2 in the zoo)."""
+    from types import SimpleNamespace
+
+    from edgekit._tf import keras
+    from edgekit.data import load_data
+    from edgekit.optimize.cluster import cluster
+    from edgekit.optimize.steps import Cluster
+    from edgekit.pipeline import _survival
+    from edgekit.profiles import load_recipe
+    data = load_data(digits_data[0])
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(data.x.shape[1:])
+    out = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(keras.layers.Conv2D(8, 3)(inp)))
+    _, details = cluster(keras.Model(inp, out), Cluster(clusters=8, epochs=1), data, preserve_sparsity=True)
+    assert details["clusters"] == 8
+    recipe = load_recipe("pcqat-int8")
+    assert recipe.cluster.clusters == "auto"
+    record = {"step": "cluster", **details, "keras_max_unique_per_channel": 8}
+    got = _survival(recipe, [record], SimpleNamespace(sparsity=0.0, max_unique_per_channel=9))["clusters"]
+    assert got["clusters"] == 8 and got["ok"]
+    assert not _survival(recipe, [record], SimpleNamespace(sparsity=0.0, max_unique_per_channel=30))["clusters"]["ok"]
+
+
 def test_pruning_a_model_shipped_with_slow_batchnorm_momentum_refreshes_its_statistics(digits_data):
     """keras.applications ship BatchNormalization with momentum 0.99-0.999: a short fine-tune moves the weights but
     hardly the moving statistics, which then no longer fit them (Keras 3 MobileNetV3Small: every pruning setting

@@ -63,7 +63,7 @@ def cluster(model, cfg: Cluster, data: Dataset, preserve_sparsity: bool, teacher
     fit = fine_tune(wrapped, data, epochs=cfg.epochs, lr=1e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     stripped = tfmot.clustering.keras.strip_clustering(wrapped)
-    details: dict = {"fit": fit}
+    details: dict = {"fit": fit, "clusters": cfg.clusters}  # the count used, also when a chain back-off fixed it
     if (bn := refresh_batchnorm(stripped, data)) is not None:
         details["batchnorm_refreshed"] = bn
     return stripped, details
