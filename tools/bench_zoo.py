@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,9 +111,13 @@ def main() -> int:
                                            overwrite=True,
                                            log=(lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose
                                            else (lambda s: None))
-                except EdgekitError as e:
+                except Exception as e:  # a defect of ours is a row too, and the grid goes on
                     secs = time.perf_counter() - t0
-                    rows.append([label, device, "RUN FAILED", str(e)[:80], "", "", f"{secs:.0f}", ""])
+                    what = "RUN FAILED" if isinstance(e, EdgekitError) else "RUN CRASHED"
+                    if not isinstance(e, EdgekitError):
+                        traceback.print_exc()
+                    text = str(e) if isinstance(e, EdgekitError) else f"{type(e).__name__}: {e}"
+                    rows.append([label, device, what, text[:80], "", "", f"{secs:.0f}", ""])
                     _record(args.results, label, device, args.epochs, None, secs, rows[done:])
                     continue
                 secs = time.perf_counter() - t0
@@ -156,7 +161,7 @@ def goals(rows: list[list], refs: dict) -> list[str]:
     Keras 3 twin vs tf_keras within 0.5 point per variant."""
     out = []
     runs = {(r[0], r[1]) for r in rows}
-    failed_runs = sorted({(r[0], r[1]) for r in rows if r[2] == "RUN FAILED"})
+    failed_runs = sorted({(r[0], r[1]) for r in rows if r[2] in ("RUN FAILED", "RUN CRASHED")})
     failed = [r for r in rows if str(r[3]).startswith("FAILED")]
     out.append(f"{'ok  ' if not failed_runs else 'MISS'} runs: {len(runs)}, failed {len(failed_runs)}"
                + "".join(f"; {m} on {d}" for m, d in failed_runs))
