@@ -399,7 +399,7 @@ def _survival(recipe: Recipe, records: list[dict], info) -> dict:
         result["sparsity"] = {"keras": want, "tflite": round(info.sparsity, 4),
                               "ok": info.sparsity >= want - 0.02}
     if recipe.cluster:
-        step = next((r for r in reversed(records) if r.get("step") == "cluster"), {})
+        step: dict = next((r for r in reversed(records) if r.get("step") == "cluster"), {})
         # the count the step used (searched, fixed by the user, or set by a chain back-off), else the recipe's
         n = next((c for c in (step.get("clusters"), recipe.cluster.clusters) if isinstance(c, int)), None)
         # what the Keras model had after clustering: layers clustering leaves alone (a 5x5 depthwise kernel has 25

@@ -16,6 +16,8 @@ def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
     assert tried[prune["target"]]["within_budget"]
     # nothing stronger that was tried stayed within the validation budget
     assert all(not t["within_budget"] for t in search["trials"] if t["target"] > prune["target"])
+    # the per-layer allocation is not fitted to the samples that judge it
+    assert "training samples" in prune["allocation_decided_on"]
     assert v.max_drop == 1.0 and v.accuracy_drop is not None
     assert v.within_budget and v.accuracy_drop <= 1.0 and v.sparsity >= 0.5
     ref = manifest.reference_keras_accuracy

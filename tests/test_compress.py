@@ -70,6 +70,25 @@ def test_sensitivity_allocation_spares_sensitive_and_tiny_layers():
     assert achieved(sens, a) >= 0.8
 
 
+def test_allocation_follows_output_divergence_where_accuracy_is_flat():
+    """On samples the model has memorized, pruning one layer alone rarely flips an answer: accuracy is flat for
+    every layer and cannot tell the sensitive one.  How far the outputs move (KL divergence) still can, and the
+    allocation follows it."""
+    from edgekit.compress.allocate import achieved, by_sensitivity
+    flat = [0.98] * 4
+    sens = {"baseline": 0.98, "sparsities": [0.3, 0.5, 0.7, 0.9], "layers": {
+        "sensitive": {"params": 5000, "accuracy": flat, "divergence": [0.05, 0.2, 0.8, 3.0]},
+        "robust": {"params": 5000, "accuracy": flat, "divergence": [0.0, 0.01, 0.03, 0.1]}}}
+    a = by_sensitivity(sens, 0.6)
+    assert a["robust"] > a["sensitive"] + 0.2 and achieved(sens, a) >= 0.6
+    accuracy_only = {**sens, "layers": {n: {k: v for k, v in d.items() if k != "divergence"}
+                                        for n, d in sens["layers"].items()}}
+    b = by_sensitivity(accuracy_only, 0.6)
+    assert b["robust"] == b["sensitive"]  # what the allocation saw before: no difference at all
+    # a target only the divergence's far end reaches: every layer at its cap, not stopped at tolerance 1.0
+    assert achieved(sens, by_sensitivity(sens, 0.95)) >= 0.9
+
+
 def test_sensitivity_is_cached_by_model_hash(tfk, tmp_path, monkeypatch):
     from edgekit.compress.sensitivity import analyse
     from edgekit.data import Dataset
@@ -82,6 +101,8 @@ def test_sensitivity_is_cached_by_model_hash(tfk, tmp_path, monkeypatch):
     again = analyse(m, data, (0.5, 0.9))
     assert not first["cached"] and again["cached"] and again["layers"] == first["layers"]
     assert set(first["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
+    for d in first["layers"].values():  # the outputs move away from the unpruned model's, more at 90%
+        assert len(d["divergence"]) == 2 and 0 <= d["divergence"][0] <= d["divergence"][1] and d["divergence"][1] > 0
 
 
 def test_filter_pruning_recipe_with_distillation_end_to_end(digits_model, digits_data, tmp_path):

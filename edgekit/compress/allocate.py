@@ -40,7 +40,10 @@ def by_sensitivity(sensitivity: dict, target: float) -> dict:
     total = sum(d["params"] for d in layers.values())
     xs = [0.0, *sensitivity["sparsities"]]
     base = sensitivity["baseline"]
-    drops = {n: np.maximum.accumulate([0.0, *[base - a for a in d["accuracy"]]]) for n, d in layers.items()}
+    # the damage curve: output divergence where measured (continuous, and it does not go flat on data the model
+    # has memorized), else the accuracy drop
+    drops = {n: np.maximum.accumulate([0.0, *(d["divergence"] if "divergence" in d else
+                                              [base - a for a in d["accuracy"]])]) for n, d in layers.items()}
     tiny = small_layers(layers)
 
     def alloc(tol):
@@ -49,7 +52,7 @@ def by_sensitivity(sensitivity: dict, target: float) -> dict:
     def reached(a):
         return sum(layers[n]["params"] * s for n, s in a.items()) / total
 
-    lo, hi = 0.0, 1.0
+    lo, hi = 0.0, max(1.0, 2.0 * max(float(d.max()) for d in drops.values()))  # hi: every layer at its cap
     if reached(alloc(hi)) < target:
         return alloc(hi)  # the target is out of reach even at the cap: prune as far as allowed
     for _ in range(40):

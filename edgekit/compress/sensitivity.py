@@ -1,4 +1,5 @@
-"""Per-layer pruning sensitivity: prune one layer alone (one shot, no fine-tuning) and measure the accuracy drop."""
+"""Per-layer pruning sensitivity: prune one layer alone (one shot, no fine-tuning) and measure the accuracy drop and
+how far the outputs move from the unpruned model's (mean KL divergence, which needs no labels)."""
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,28 @@ def prunable_layers(model, method: str) -> list:
 
 
 def accuracy_of(model, data: Dataset) -> float:
-    pred = model.predict(data.x, batch_size=512, verbose=0)
+    return _accuracy(model.predict(data.x, batch_size=512, verbose=0), data)
+
+
+def _accuracy(pred: np.ndarray, data: Dataset) -> float:
     return float((pred.reshape(len(pred), -1).argmax(axis=1) == class_indices(data.labels)).mean())
+
+
+def _probabilities(pred: np.ndarray) -> np.ndarray:
+    """Rows of class probabilities: the model's own when they are (softmax output), else softmax of its logits."""
+    p = pred.reshape(len(pred), -1).astype(np.float64)
+    if p.min() >= 0 and np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        return p
+    e = np.exp(p - p.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def divergence(base: np.ndarray, pred: np.ndarray) -> float:
+    """Mean KL(base || pred) over the samples: how far pruning moved the outputs.  Unlike accuracy it keeps
+    measuring on data the model has memorized (every answer still right, but less sure) and is not counted in
+    whole samples."""
+    p, q = _probabilities(base), _probabilities(pred)
+    return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
 
 
 def _pruned(weights: list, sparsity: float, method: str) -> list:
@@ -52,28 +73,33 @@ def cache_key(model, data: Dataset, method: str, sparsities) -> str:
     h = hashlib.sha256()
     cache.model_digest(h, model)
     cache.data_digest(h, data)
-    h.update(json.dumps([method, list(sparsities)]).encode())
+    h.update(json.dumps([method, list(sparsities), "divergence"]).encode())
     return h.hexdigest()
 
 
 def analyse(model, data: Dataset, sparsities=DEFAULT_SPARSITIES, method: str = "magnitude",
             use_cache: bool = True) -> dict:
-    """{"baseline", "method", "sparsities", "layers": {name: {"params", "accuracy": [..]}}}; cached by model hash."""
+    """{"baseline", "method", "sparsities", "layers": {name: {"params", "accuracy": [..], "divergence": [..]}}};
+    cached by model hash."""
     key = cache_key(model, data, method, sparsities)
     result = cache.read("sensitivity", key) if use_cache else None
     if result is not None:
         result["cached"] = True
         return result
-    base = accuracy_of(model, data)
+    ref = model.predict(data.x, batch_size=512, verbose=0)
+    base = _accuracy(ref, data)
     layers = {}
     for layer in prunable_layers(model, method):
         original = layer.get_weights()
-        accs = []
+        accs, divs = [], []
         for s in sparsities:
             layer.set_weights(_pruned(original, s, method))
-            accs.append(accuracy_of(model, data))
+            pred = model.predict(data.x, batch_size=512, verbose=0)
+            accs.append(_accuracy(pred, data))
+            divs.append(round(divergence(ref, pred), 6))
         layer.set_weights(original)
-        layers[layer.name] = {"type": kind_of(layer), "params": int(original[0].size), "accuracy": accs}
+        layers[layer.name] = {"type": kind_of(layer), "params": int(original[0].size), "accuracy": accs,
+                              "divergence": divs}
     result = {"baseline": base, "method": method, "sparsities": list(sparsities), "layers": layers,
               "cache_key": key}
     cache.write("sensitivity", key, result)

@@ -62,14 +62,18 @@ def allocate(model, cfg: Prune, data: Dataset) -> tuple[dict | None, dict]:
     return per_layer, {"allocation": {k: round(v, 3) for k, v in per_layer.items()},
                        "allocation_small_layers": sorted(alloc.small_layers(sens["layers"])),
                        "allocated_sparsity": round(alloc.achieved(sens, per_layer), 4),
+                       "allocation_decided_on": f"output divergence on {len(data)} training samples",
                        "sensitivity_cached": sens.get("cached", False)}
 
 
-def prune(model, cfg: Prune, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+def prune(model, cfg: Prune, data: Dataset, teacher=None, distill=None):
     """Return (a pruned, stripped copy of `model`, details).  The argument is left untouched."""
     from .._tf import tfmot
     from ..modelio import clone
-    allocation, details = allocate(model, cfg, eval_data or data.sample(max(100, len(data) // 5), seed=1))
+    # the allocation is decided on training samples (by output divergence, which needs no labels and still
+    # measures on data the model has memorized), not on the validation split that judges the result: allocated
+    # there, MobileNetV2 at 85% scored -0.4 points on those 280 samples and -9.1 on --eval
+    allocation, details = allocate(model, cfg, data.sample(min(len(data), 300), seed=1))
     steps = steps_per_epoch(data)
     wrapped, skipped = _wrap(clone(model), cfg, steps, allocation)
     if skipped:
@@ -126,7 +130,7 @@ def prune_auto(model, cfg: Prune, fit: Dataset, val: Dataset, max_drop: float, r
     from ..compress.sensitivity import accuracy_of
     from .search import strongest
     target, pruned, details, trace = strongest(
-        AUTO_TARGETS, lambda t: prune(model, cfg.with_(target=t), fit, val, teacher=teacher, distill=distill),
+        AUTO_TARGETS, lambda t: prune(model, cfg.with_(target=t), fit, teacher=teacher, distill=distill),
         lambda m: accuracy_of(m, val), reference, max_drop, "target", memo)
     trace["validation_samples"] = len(val)
     return pruned, {**details, "target": target, "search": trace}

@@ -156,7 +156,7 @@ def _prune_preflight(model, cfg, recipe):
 
 def _prune(opt, model, cfg, recipe, **kw):
     from . import prune
-    return prune.prune(model, cfg, opt.train, opt.val, **kw)
+    return prune.prune(model, cfg, opt.train, **kw)
 
 
 def _prune_auto(opt, model, cfg, recipe, **kw):
