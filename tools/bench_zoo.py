@@ -113,10 +113,11 @@ def main() -> int:
                                            else (lambda s: None))
                 except Exception as e:  # a defect of ours is a row too, and the grid goes on
                     secs = time.perf_counter() - t0
-                    what = "RUN FAILED" if isinstance(e, EdgekitError) else "RUN CRASHED"
-                    if not isinstance(e, EdgekitError):
+                    if isinstance(e, EdgekitError):
+                        what, text = "RUN FAILED", str(e)
+                    else:
                         traceback.print_exc()
-                    text = str(e) if isinstance(e, EdgekitError) else f"{type(e).__name__}: {e}"
+                        what, text = "RUN CRASHED", f"{type(e).__name__}: {e}"
                     rows.append([label, device, what, text[:80], "", "", f"{secs:.0f}", ""])
                     _record(args.results, label, device, args.epochs, None, secs, rows[done:])
                     continue
