@@ -7,12 +7,15 @@ from .data import Dataset, class_indices
 from .errors import ModelFormatError
 
 
-def _interpreter(model_bytes: bytes, threads: int = 2):
-    from ai_edge_litert.interpreter import Interpreter
+def _interpreter(model_bytes: bytes, threads: int = 2, xnnpack: bool = True):
+    """LiteRT's interpreter; without `xnnpack`, its reference kernels only (XNNPACK refuses to prepare some int8
+    graphs the builtin kernels run, e.g. a requantization scale out of its range)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from ._quiet import captured_stderr
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         with captured_stderr():
-            return Interpreter(model_content=model_bytes, num_threads=threads)
+            return Interpreter(model_content=model_bytes, num_threads=threads, experimental_op_resolver_type=resolver)
     except (ValueError, RuntimeError) as e:
         raise ModelFormatError(f"LiteRT cannot load the model: {str(e).splitlines()[0]}") from e
 
@@ -48,7 +51,11 @@ def predict(model_bytes: bytes, x: np.ndarray, batch: int = 128) -> np.ndarray:
             except (ValueError, RuntimeError):
                 batched = False
                 interp = _interpreter(model_bytes)
-                interp.allocate_tensors()
+                try:
+                    interp.allocate_tensors()
+                except RuntimeError:  # XNNPACK would not prepare it: the builtin kernels give the same answers
+                    interp = _interpreter(model_bytes, xnnpack=False)
+                    interp.allocate_tensors()
         rows = [chunk] if batched else [chunk[i:i + 1] for i in range(chunk.shape[0])]
         for r in rows:
             interp.set_tensor(inp["index"], quantize_input(r, inp))

@@ -18,6 +18,10 @@ def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
     assert all(not t["within_budget"] for t in search["trials"] if t["target"] > prune["target"])
     # the per-layer allocation is not fitted to the samples that judge it
     assert "training samples" in prune["allocation_decided_on"]
+    # what ships was judged too: the converted flatbuffer, on the same validation split, at the search's choice
+    check = next(s for s in v.steps if s["step"] == "convert")["flatbuffer_check"]
+    assert check["tries"][0]["settings"] == {"prune": prune["target"]}
+    assert check["tries"][check["kept"]]["within_budget"]
     assert v.max_drop == 1.0 and v.accuracy_drop is not None
     assert v.within_budget and v.accuracy_drop <= 1.0 and v.sparsity >= 0.5
     ref = manifest.reference_keras_accuracy
@@ -137,9 +141,37 @@ def test_a_chain_that_qat_breaks_is_converted_post_training_and_flagged(digits_d
     assert v.within_budget is False and "hidden" in {w["layer"] for w in v.quantization["largest_errors"]}
 
 
+def test_a_flatbuffer_over_budget_backs_off_the_searched_step_and_keeps_the_best(digits_data, tmp_path):
+    """The search judges the pruned Keras model, which is fine; the int8 flatbuffer of it collapses (the outlier
+    unit).  The converted variant is judged on the validation split too: over budget, the prune step is backed off
+    a notch and converted again; a weaker setting that does not help ends the back-off (int8 itself is what loses),
+    and the most accurate flatbuffer is kept and flagged."""
+    from edgekit import convert_for_device
+    from edgekit.optimize.prune import AUTO_TARGETS
+    train, test = digits_data
+    lines: list = []
+    (v,) = convert_for_device(_outlier_model(train), "local", ["pruned-int8"], train=train, eval=test,
+                              out=tmp_path / "o", log=lines.append).variants
+    prune = v.steps[0]
+    assert prune["search"]["budget_met"]  # in Keras, the search's choice is within budget
+    check = v.steps[-1]["flatbuffer_check"]
+    tries = check["tries"]
+    # the search's choice first, then one notch weaker; that did not help (int8 itself loses), so no more
+    assert tries[0]["settings"]["prune"] in [t["target"] for t in prune["search"]["trials"]]
+    weaker = [t for t in AUTO_TARGETS if t < tries[0]["settings"]["prune"]]
+    assert len(tries) == 2 and tries[1]["settings"]["prune"] == weaker[0]
+    assert not any(t["within_budget"] for t in tries) and all(t["drop_points"] > 50 for t in tries)
+    accs = [t["validation_accuracy"] for t in tries]
+    assert accs[check["kept"]] == max(accs) and prune["target"] == tries[check["kept"]]["settings"]["prune"]
+    assert sum("flatbuffer is" in ln and "trying prune" in ln for ln in lines) == 1
+    assert any("a weaker setting did not help" in ln for ln in lines)
+    assert v.within_budget is False
+
+
 def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_path):
     """One hidden unit with a huge range (read by nobody) makes per-tensor int8 round every other unit to zero:
-    int8 collapses; int8-selective finds the layers with the largest int8 error and keeps them float."""
+    int8 collapses; int8-selective finds the layers with the largest int8 error and keeps them float until int8
+    no longer changes the float model's answers."""
     from edgekit import convert_for_device
     train, test = digits_data
     m = _outlier_model(train)
@@ -153,6 +185,45 @@ def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_
     assert "hidden" in sel.quantization["kept_float"]
     (step,) = [s for s in sel.steps if s["step"] == "selective"]
     assert step["int8_accuracy"] < 0.5 and step["accuracy"] > 0.9 and "validation" in step["decided_on"]
+    # judged by the answers int8 changes (labels not needed): most, before; none beyond the budget's share, after
+    assert step["int8_disagreement"] > 50 and step["disagreement"] <= 0.5 and step["samples"] > 100
+    assert step["trials"][-1]["kept_float"] == step["kept_float"] and "disagreement" in step["judged_by"]
+
+
+def test_selective_int8_falls_back_to_16_bit_activations_when_no_layer_is_to_blame(digits_data, tmp_path):
+    """A constant channel of 1000 rides along the input (the model slices it off): int8's one input scale rounds
+    every pixel to zero before any layer runs, so keeping layers float cannot help; 16-bit activations can."""
+    import numpy as np
+    from edgekit import convert_for_device
+    from edgekit._tf import keras
+    from edgekit.data import load_data
+    paths = {}
+    for name, path in zip(("train", "test"), digits_data):
+        d = load_data(path)
+        x = np.concatenate([d.x, np.full_like(d.x, 1000.0)], axis=-1)
+        np.savez(tmp_path / f"{name}.npz", x=x, y=d.y)
+        paths[name] = tmp_path / f"{name}.npz"
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 2))
+    h = keras.layers.Flatten(name="flat")(inp[..., :1])
+    h = keras.layers.Dense(64, activation="relu", name="hidden")(h)
+    m = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="out")(h))
+    m.compile("adam", "sparse_categorical_crossentropy")
+    tr = load_data(paths["train"])
+    m.fit(tr.x, tr.y, epochs=15, verbose=0)
+    lines: list = []
+    manifest = convert_for_device(m, "local", ["int8", "int8-selective"], train=paths["train"], eval=paths["test"],
+                                  out=tmp_path / "o", log=lines.append)
+    plain, sel = manifest.variant("int8"), manifest.variant("int8-selective")
+    assert manifest.reference_keras_accuracy > 0.9 and plain.accuracy < 0.5 and plain.within_budget is False
+    (step,) = [s for s in sel.steps if s["step"] == "selective"]
+    floats = [t for t in step["trials"] if "kept_float" in t]
+    assert floats and all(t["disagreement"] > 50 for t in floats)  # no layer kept float helped
+    assert step["trials"][-1]["activations"] == "int16" and step["activations"] == "int16"
+    assert step["int8_disagreement"] > 50 and step["disagreement"] <= 1.0 and step["kept_float"] == []
+    assert sel.quantization["activations"] == "int16" and sel.within_budget
+    assert sel.accuracy >= manifest.reference_keras_accuracy - 0.01
+    assert any("16-bit activations (int16x8) instead" in ln for ln in lines)
 
 
 def test_structured_steps_search_their_strength_too(digits_model, digits_data, tmp_path):
