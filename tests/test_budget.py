@@ -244,6 +244,9 @@ def test_structured_steps_search_their_strength_too(digits_model, digits_data, t
             t.get("refined") and t[key] == step[key] for t in trials))  # or halfway to a failed neighbour
         assert step["macs_after"] < step["macs_before"] or key == "energy"
         assert v.within_budget is not None
+    # the filters' allocation is not fitted to the validation samples that judge the search
+    (step,) = [s for s in m.variant("filters-auto").steps if "search" in s]
+    assert "training samples" in step["allocation_decided_on"]
 
 
 def test_a_chain_over_budget_after_qat_backs_off_the_last_searched_step_only():

@@ -121,7 +121,7 @@ class StepKind:
 
 def _factorize(opt, model, cfg, recipe, **kw):
     from . import structured
-    return structured.factorize(model, cfg, opt.train, opt.val, **kw)
+    return structured.factorize(model, cfg, opt.train, **kw)
 
 
 def _filters_preflight(model, cfg, recipe):
@@ -139,7 +139,7 @@ def _filters(opt, model, cfg, recipe, **kw):
         return latency_filters(model, cfg, opt.fit, opt.val, recipe.mode, recipe.io, opt.val_reference,
                                recipe.max_drop, **kw)
     from . import structured
-    return structured.filters(model, cfg, opt.train, opt.val, **kw)
+    return structured.filters(model, cfg, opt.train, **kw)
 
 
 def _structured_auto(step):

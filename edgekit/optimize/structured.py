@@ -6,20 +6,25 @@ from .steps import Factorize, Filters
 from .train import fine_tune, outputs_probabilities, refresh_batchnorm
 
 
-def filters(model, cfg: Filters, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+def filters(model, cfg: Filters, data: Dataset, teacher=None, distill=None):
     """Remove whole filters to about `target_flops` of the MACs, ratios scaled per layer by filter sensitivity,
-    channel counts kept at multiples of `channel_multiple` (the device's int8 kernel tile)."""
+    channel counts kept at multiples of `channel_multiple` (the device's int8 kernel tile).
+
+    The sensitivity is measured on training samples, by output divergence (as for magnitude pruning): measured on
+    the validation split, the allocation would be fitted to the samples that then judge it."""
     from ..compress.filters import prune_to_flops
     from ..compress.flops import count
     from ..compress.sensitivity import analyse
-    weights = None
+    weights, decided_on = None, None
     if cfg.allocation == "sensitivity":
-        sens = analyse(model, eval_data or data.sample(max(100, len(data) // 5), seed=1), method="filter")
-        # robust layers (small drop at 50% filters removed) take more of the cut, sensitive ones less
+        sample = data.sample(min(len(data), 300), seed=1)
+        sens = analyse(model, sample, method="filter")
+        # robust layers (outputs moved little with 50% of their filters removed) take more of the cut
         mid = sens["sparsities"].index(0.5) if 0.5 in sens["sparsities"] else len(sens["sparsities"]) // 2
-        drops = {n: max(0.0, sens["baseline"] - d["accuracy"][mid]) for n, d in sens["layers"].items()}
+        drops = {n: max(0.0, d["divergence"][mid]) for n, d in sens["layers"].items()}
         worst = max(drops.values(), default=0.0) or 1.0
         weights = {n: 1.5 - d / worst for n, d in drops.items()}
+        decided_on = f"output divergence on {len(sample)} training samples"
     multiple = cfg.channel_multiple if isinstance(cfg.channel_multiple, int) else 1  # 'device' resolved earlier
     before = count(model, multiple)
     smaller, frac, fraction = prune_to_flops(model, float(cfg.target_flops), weights,
@@ -33,10 +38,11 @@ def filters(model, cfg: Filters, data: Dataset, eval_data: Dataset | None = None
                      "params_after": after["params"], "flops_fraction": round(frac, 4),
                      "prune_fraction": round(fraction, 4), "channel_multiple": multiple,
                      "effective_macs_before": before.get("effective_macs", before["macs"]),
-                     "effective_macs_after": after.get("effective_macs", after["macs"]), "fit": fit}
+                     "effective_macs_after": after.get("effective_macs", after["macs"]), "fit": fit,
+                     **({"allocation_decided_on": decided_on} if decided_on else {})}
 
 
-def factorize(model, cfg: Factorize, data: Dataset, eval_data: Dataset | None = None, teacher=None, distill=None):
+def factorize(model, cfg: Factorize, data: Dataset, teacher=None, distill=None):
     from ..compress.factorize import factorize as svd
     from ..compress.flops import count
     before = count(model)
@@ -62,7 +68,7 @@ def searched(step: str, model, cfg: Filters | Factorize, fit: Dataset, val: Data
     key, settings, fn = (("target_flops", AUTO_FLOPS, filters) if step == "filters" else
                          ("energy", AUTO_ENERGY, factorize))
     value, smaller, details, trace = strongest(
-        settings, lambda s: fn(model, cfg.with_(**{key: s}), fit, val, teacher=teacher, distill=distill),
+        settings, lambda s: fn(model, cfg.with_(**{key: s}), fit, teacher=teacher, distill=distill),
         lambda m: accuracy_of(m, val), reference, max_drop, key, memo)
     trace["validation_samples"] = len(val)
     return smaller, {**details, key: value, "search": trace}
