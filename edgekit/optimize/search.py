@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .. import cache
 from ..errors import OptimizationError
 
-REVISION = 3  # bump when what a step gives at a setting changes (BatchNormalization refresh, allocation, QAT of a
+REVISION = 4  # bump when what a step gives at a setting changes (BatchNormalization refresh, allocation, QAT of a
 # conv before a ReLU): remembered searches from before are then searched again
 MARGIN = 0.5  # a trial must stay within this share of the budget on validation: the rest absorbs the
 #               validation -> eval noise (one sample of a 300-sample split is 0.33 points)

@@ -84,7 +84,18 @@ def steps_per_epoch(data: Dataset) -> int:
     return int(np.ceil(len(data) * (1 - VALIDATION_FRACTION) / BATCH))
 
 
-KERNEL_KINDS = ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose")
+KERNEL_KINDS = ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose", "SeparableConv2D")
+
+
+def _kernels(layer, kind: str) -> list:
+    """A layer's kernels, each as (weights per output channel in columns): the ones the flatbuffer has as
+    CONV / DEPTHWISE_CONV / FULLY_CONNECTED weights (a SeparableConv2D is a depthwise and a pointwise conv there)."""
+    w = layer.get_weights()
+    if kind == "SeparableConv2D":
+        return [w[0].reshape(-1, w[0].shape[-2] * w[0].shape[-1]), w[1].reshape(-1, w[1].shape[-1])]
+    if kind == "DepthwiseConv2D":
+        return [w[0].reshape(-1, w[0].shape[-2])]
+    return [w[0].reshape(-1, w[0].shape[-1])]
 
 
 def kernel_counts(model) -> dict[str, tuple[str, int, int]]:
@@ -93,24 +104,25 @@ def kernel_counts(model) -> dict[str, tuple[str, int, int]]:
     for layer in model.layers:
         kind = kind_of(layer)
         if kind in KERNEL_KINDS:
-            w = layer.get_weights()[0]
-            out[layer.name] = (kind, int(w.size), int(np.sum(w == 0)))
+            ks = _kernels(layer, kind)
+            out[layer.name] = (kind, sum(int(k.size) for k in ks), sum(int(np.sum(k == 0)) for k in ks))
     return out
 
 
 def kernel_stats(model) -> tuple[float, int]:
-    """(sparsity, max distinct values per output channel) over Conv/Dense kernels of a plain Keras model."""
+    """(sparsity, max distinct values per output channel) over Conv/Dense kernels of a plain Keras model, counted
+    as the flatbuffer will have them (so the two compare like for like)."""
     zeros = total = 0
     max_unique = 0
     for layer in model.layers:
         kind = kind_of(layer)
         if kind not in KERNEL_KINDS:
             continue
-        w = layer.get_weights()[0]
-        zeros += int(np.sum(w == 0))
-        total += w.size
-        per_channel = w.reshape(-1, w.shape[-1]) if kind != "DepthwiseConv2D" else w.reshape(-1, w.shape[-2])
-        max_unique = max(max_unique, max(len(np.unique(per_channel[:, c])) for c in range(per_channel.shape[1])))
+        for per_channel in _kernels(layer, kind):
+            zeros += int(np.sum(per_channel == 0))
+            total += per_channel.size
+            max_unique = max(max_unique, max(len(np.unique(per_channel[:, c]))
+                                             for c in range(per_channel.shape[1])))
     return (zeros / total if total else 0.0), max_unique
 
 
