@@ -507,6 +507,12 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         quant_notes["kept_float"] = sel["kept_float"]
         if sel.get("activations"):
             quant_notes["activations"] = sel["activations"]
+            # measured: MobileNetV2 (32x32) 1.77 ms int16x8 vs 0.04 ms int8 and 0.06 ms float, one x86 thread
+            msg = ("16-bit activations (int16x8) run on LiteRT's reference kernels, not XNNPACK: expect it far "
+                   "slower than int8 and float on a CPU (int8's size, near-float accuracy); profile it before "
+                   "choosing it")
+            warnings.append(msg)
+            log(f"{label}: WARNING  {msg}")
     if acc is not None:
         log(f"{label}: validate {time.perf_counter() - t0:6.1f} s  accuracy {acc:.4f} in LiteRT")
     if acc is not None and reference is not None:

@@ -224,6 +224,7 @@ def test_selective_int8_falls_back_to_16_bit_activations_when_no_layer_is_to_bla
     assert sel.quantization["activations"] == "int16" and sel.within_budget
     assert sel.accuracy >= manifest.reference_keras_accuracy - 0.01
     assert any("16-bit activations (int16x8) instead" in ln for ln in lines)
+    assert any("reference kernels" in w for w in sel.warnings)  # its speed cost is said, not left to find
 
 
 def test_structured_steps_search_their_strength_too(digits_model, digits_data, tmp_path):
