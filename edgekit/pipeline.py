@@ -507,7 +507,7 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         quant_notes["kept_float"] = sel["kept_float"]
         if sel.get("activations"):
             quant_notes["activations"] = sel["activations"]
-            # measured: MobileNetV2 (32x32) 1.77 ms int16x8 vs 0.04 ms int8 and 0.06 ms float, one x86 thread
+            # measured: MobileNetV2 (32x32) 1.3-1.8 ms int16x8 vs 0.03-0.04 ms int8, 0.05 ms float, one x86 thread
             msg = ("16-bit activations (int16x8) run on LiteRT's reference kernels, not XNNPACK: expect it far "
                    "slower than int8 and float on a CPU (int8's size, near-float accuracy); profile it before "
                    "choosing it")
