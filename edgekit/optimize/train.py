@@ -99,12 +99,16 @@ def _kernels(layer, kind: str) -> list:
 
 
 def kernel_counts(model) -> dict[str, tuple[str, int, int]]:
-    """layer name -> (kind, kernel weights, zeros among them) for the Conv/Dense kernels of a plain Keras model."""
+    """layer name -> (kind, kernel weights, zeros among them) for the Conv/Dense kernels of a plain Keras model;
+    a SeparableConv2D's depthwise kernel, which TF-MOT does not prune, as "NAME (depthwise part)" of its own."""
     out = {}
     for layer in model.layers:
         kind = kind_of(layer)
         if kind in KERNEL_KINDS:
             ks = _kernels(layer, kind)
+            if kind == "SeparableConv2D":
+                dw, ks = ks[0], ks[1:]
+                out[f"{layer.name} (depthwise part)"] = ("DepthwiseConv2D", int(dw.size), int(np.sum(dw == 0)))
             out[layer.name] = (kind, sum(int(k.size) for k in ks), sum(int(np.sum(k == 0)) for k in ks))
     return out
 
