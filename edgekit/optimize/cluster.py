@@ -12,7 +12,7 @@ from ..layers import kind_of
 _INIT = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED", "random": "RANDOM"}
 
 
-CLUSTERABLE = ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose")
+CLUSTERABLE = ("Conv2D", "Dense", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose", "SeparableConv2D")
 
 
 def _eligible(layer, clusters: int) -> bool:
@@ -23,7 +23,31 @@ def _eligible(layer, clusters: int) -> bool:
     from tensorflow_model_optimization.python.core.clustering.keras.clustering_registry import ClusteringRegistry
     if not ClusteringRegistry.supports(layer):  # TF-MOT matches exact classes: a subclass is left as it is
         return False
-    return int(np.count_nonzero(layer.get_weights()[0])) > 2 * clusters
+    from ..compress.sensitivity import kernel_index
+    return int(np.count_nonzero(layer.get_weights()[kernel_index(layer)])) > 2 * clusters
+
+
+def _zero_masks(model) -> dict[str, list]:
+    """Per layer, where each weight array is exactly zero (pruned), for the arrays that have zeros."""
+    out = {}
+    for layer in model.layers:
+        masks = [w == 0 if w.ndim > 1 and (w == 0).any() else None for w in layer.get_weights()]
+        if any(m is not None for m in masks):
+            out[layer.name] = masks
+    return out
+
+
+def _restore_zeros(model, masks: dict[str, list]) -> int:
+    """Zero again the pruned weights that fine-tuning moved in layers clustering left as they were (TF-MOT preserves
+    sparsity only in the layers it wraps); returns how many layers needed it."""
+    restored = 0
+    for name, layer_masks in masks.items():
+        layer = model.get_layer(name)
+        weights = layer.get_weights()
+        if any(m is not None and (w[m] != 0).any() for w, m in zip(weights, layer_masks)):
+            layer.set_weights([np.where(m, 0, w) if m is not None else w for w, m in zip(weights, layer_masks)])
+            restored += 1
+    return restored
 
 
 def _wrap(model, cfg: Cluster, preserve_sparsity: bool):
@@ -59,11 +83,14 @@ def cluster(model, cfg: Cluster, data: Dataset, preserve_sparsity: bool, teacher
     """Return (a clustered, stripped copy of `model`, details)."""
     from .._tf import tfmot
     from ..modelio import clone
+    masks = _zero_masks(model) if preserve_sparsity else {}
     wrapped = _wrap(clone(model), cfg, preserve_sparsity)
     fit = fine_tune(wrapped, data, epochs=cfg.epochs, lr=1e-4,
                     probabilities=outputs_probabilities(model), teacher=teacher, distill=distill)
     stripped = tfmot.clustering.keras.strip_clustering(wrapped)
     details: dict = {"fit": fit, "clusters": cfg.clusters}  # the count used, also when a chain back-off fixed it
+    if preserve_sparsity and (restored := _restore_zeros(stripped, masks)):
+        details["zeros_restored_layers"] = restored
     if (bn := refresh_batchnorm(stripped, data)) is not None:
         details["batchnorm_refreshed"] = bn
     return stripped, details
