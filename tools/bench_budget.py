@@ -93,7 +93,8 @@ def _strength(v) -> str:
             if "search" in s and key in s:
                 out.append(fmt.format(s[key]))
         if s.get("step") == "selective":
-            out.append("float: " + (", ".join(s["kept_float"]) or "none"))
+            out.append("16-bit activations" if s.get("activations") else
+                       "float: " + (", ".join(s["kept_float"]) or "none"))
     return "; ".join(out) or "-"
 
 
