@@ -780,8 +780,8 @@ def _checked_on_flatbuffer(recipe: Recipe, built: tuple, optimizer: _Optimizer, 
     point on top (MobileNetV2: 8 clusters passed in Keras on validation, and the int8 model lost 1.8 points on
     --eval).  So the converted variant is judged on the same validation split and share of the budget: over it, the
     last searched step is backed off one notch and the chain converted again (at most BACKOFFS times, and no more
-    once a weaker setting wins back under a quarter of the excess: then the searched steps are not what loses), and
-    the most accurate flatbuffer is kept.  `flatbuffer_check` in the convert record says what was tried."""
+    once a weaker setting does not help: then int8 itself is what loses), and the most accurate flatbuffer is
+    kept.  `flatbuffer_check` in the convert record says what was tried."""
     from .compress.sensitivity import accuracy_of
     from .optimize.search import MARGIN
     from .validate import accuracy
@@ -802,9 +802,7 @@ def _checked_on_flatbuffer(recipe: Recipe, built: tuple, optimizer: _Optimizer, 
             best = (acc, built, len(tries) - 1)
         if drop <= budget:
             break
-        # a weaker setting that won back under a quarter of the excess (NASNetMobile PCQAT: +10.4 -> +10.0) did not
-        # help: the loss is not the searched steps' (int8 itself, or the QAT model's conversion)
-        if len(tries) > 1 and tries[-2]["drop_points"] - drop < 0.25 * (tries[-2]["drop_points"] - budget):
+        if len(tries) > 1 and acc <= tries[-2]["validation_accuracy"]:
             log(f"{label}: check    a weaker setting did not help the {recipe.mode} flatbuffer ({drop:+.1f} pts on "
                 f"validation): its loss is not the searched steps'")
             break
