@@ -152,6 +152,13 @@ class _Optimizer:
         self.reference_accuracy = reference_accuracy
         self.cache: dict[str, tuple] = {}
 
+    def reference_on_val(self) -> float:
+        """The original model's accuracy on the validation split (measured once)."""
+        if self.val_reference is None:
+            from .compress.sensitivity import accuracy_of
+            self.val_reference = accuracy_of(self.model, self.val)
+        return self.val_reference
+
     def validation_record(self) -> dict | None:
         """What the strength searches were decided on (None when no recipe searched)."""
         if self.val_reference is None:
@@ -168,10 +175,8 @@ class _Optimizer:
         kind, cfg = STEPS[step], getattr(recipe, step)
         kw = {"teacher": self.model if recipe.distill else None, "distill": recipe.distill}
         if kind.searched(cfg) and kind.apply_auto is not None:
-            from .compress.sensitivity import accuracy_of
             from .optimize.search import TRIALS
-            if self.val_reference is None:
-                self.val_reference = accuracy_of(self.model, self.val)
+            self.reference_on_val()
             self.searched = True
             self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points "
                      f"(at most {TRIALS} trials on {len(self.val)} validation samples from "
@@ -219,9 +224,7 @@ class _Optimizer:
         if not recipe.qat:
             return result
         from .compress.sensitivity import accuracy_of
-        if self.val_reference is None:
-            self.val_reference = accuracy_of(self.model, self.val)
-        reference, searched = self.val_reference, _searched_steps(recipe)
+        reference = self.reference_on_val()
         budget, tried = recipe.max_drop * MARGIN, recipe
         tries: list[dict[str, Any]] = []
         best: tuple[float, tuple[object, object, list[dict]]] | None = None
@@ -245,13 +248,12 @@ class _Optimizer:
                 self.log(f"{label}: chain    QAT fell {drop:+.1f} pts on validation, the model before it "
                          f"{before:+.1f} (budget {budget:g}): that model is converted post-training instead")
                 return result[1], result[1], result[2]
-            weaker = _weaker(searched, result[2]) if len(tries) <= BACKOFFS else None
+            weaker = _one_notch_weaker(recipe, tried, result[2]) if len(tries) <= BACKOFFS else None
             if weaker is None:
                 break
-            step, value = weaker
+            step, value, tried = weaker
             self.log(f"{label}: chain    {drop:+.1f} pts on validation after QAT (budget {budget:g}): trying "
                      f"{step} {_show(step, value)}")
-            tried = dataclasses.replace(tried, **{step: getattr(tried, step).with_(**{_strength(step): value})})
             result = self._chain(tried, label)
         assert best is not None
         result = best[1]
@@ -259,8 +261,8 @@ class _Optimizer:
             qat_rec = next(r for r in result[2] if r["step"] == "qat")
             qat_rec["chain_backoff"] = tries
             kept = tries[best_try]
-            self.log(f"{label}: chain    kept {', '.join(f'{k} {_show(k, v)}' for k, v in kept['settings'].items())}"
-                     f" ({kept['drop_points']:+.1f} pts on validation)")
+            self.log(f"{label}: chain    kept {_settings_text(kept['settings'])} ({kept['drop_points']:+.1f} pts on "
+                     f"validation)")
         return result
 
     def _chain(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
@@ -351,6 +353,20 @@ def _chosen(records: list[dict]) -> dict:
 
 def _show(step: str, value) -> str:
     return f"{value:.0%}" if step == "prune" and isinstance(value, float) else str(value)
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{k} {_show(k, v)}" for k, v in settings.items())
+
+
+def _one_notch_weaker(recipe: Recipe, tried: Recipe, records: list[dict]) -> tuple[str, object, Recipe] | None:
+    """(step, setting, `tried` with that step at that setting): one notch weaker than the chain in `records` ran,
+    among the steps `recipe` (as the user gave it) leaves `auto`."""
+    weaker = _weaker(_searched_steps(recipe), records)
+    if weaker is None:
+        return None
+    step, value = weaker
+    return step, value, dataclasses.replace(tried, **{step: getattr(tried, step).with_(**{_strength(step): value})})
 
 
 def _weaker(searched: list[str], records: list[dict]) -> tuple[str, object] | None:
@@ -782,20 +798,18 @@ def _checked_on_flatbuffer(recipe: Recipe, built: tuple, optimizer: _Optimizer, 
     last searched step is backed off one notch and the chain converted again (at most BACKOFFS times, and no more
     once a weaker setting does not help: then int8 itself is what loses), and the most accurate flatbuffer is
     kept.  `flatbuffer_check` in the convert record says what was tried."""
-    from .compress.sensitivity import accuracy_of
     from .optimize.search import MARGIN
     from .validate import accuracy
     val = optimizer.val
     if val.y is None:
         return built
-    if optimizer.val_reference is None:
-        optimizer.val_reference = accuracy_of(optimizer.model, val)
+    reference = optimizer.reference_on_val()
     budget, tried = recipe.max_drop * MARGIN, recipe
     tries: list[dict[str, Any]] = []
     best: tuple[float, tuple, int] | None = None
     while True:
         acc = accuracy(built[3], val)
-        drop = 100.0 * (optimizer.val_reference - acc)
+        drop = 100.0 * (reference - acc)
         tries.append({"settings": _chosen(built[2]), "validation_accuracy": round(acc, 4),
                       "drop_points": round(drop, 2), "within_budget": drop <= budget})
         if best is None or acc > best[0]:
@@ -806,21 +820,20 @@ def _checked_on_flatbuffer(recipe: Recipe, built: tuple, optimizer: _Optimizer, 
             log(f"{label}: check    a weaker setting did not help the {recipe.mode} flatbuffer ({drop:+.1f} pts on "
                 f"validation): its loss is not the searched steps'")
             break
-        weaker = _weaker(_searched_steps(recipe), built[2]) if len(tries) <= BACKOFFS else None
+        weaker = _one_notch_weaker(recipe, tried, built[2]) if len(tries) <= BACKOFFS else None
         if weaker is None:
             break
-        step, value = weaker
+        step, value, tried = weaker
         log(f"{label}: check    the {recipe.mode} flatbuffer is {drop:+.1f} pts on validation (budget {budget:g}): "
             f"trying {step} {_show(step, value)}")
-        tried = dataclasses.replace(tried, **{step: getattr(tried, step).with_(**{_strength(step): value})})
         built = build(tried)
     _acc, built, at = best
     records = [dict(r) for r in built[2]]
     records[-1]["flatbuffer_check"] = {"validation_budget": budget, "tries": tries, "kept": at}
     if len(tries) > 1:
         kept = tries[at]
-        log(f"{label}: check    kept {', '.join(f'{k} {_show(k, v)}' for k, v in kept['settings'].items())} "
-            f"({kept['drop_points']:+.1f} pts on validation as a flatbuffer)")
+        log(f"{label}: check    kept {_settings_text(kept['settings'])} ({kept['drop_points']:+.1f} pts on "
+            f"validation as a flatbuffer)")
     return built[0], built[1], records, built[3]
 
 

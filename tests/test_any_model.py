@@ -278,20 +278,25 @@ def test_qat_takes_activation_ranges_from_the_data_so_small_tensors_survive():
     assert accuracy(int8, Dataset(xte, yte, "test")) >= reference - 0.03
 
 
-def test_separable_convs_are_allocated_pruned_and_counted_like_the_flatbuffer(digits_data, tmp_path):
-    """NASNet is made of SeparableConv2D layers: the allocation left them out (so they stayed dense) and the
-    Keras-side count skipped them while the flatbuffer's counts their depthwise and pointwise convs, so a sparsity
-    that did survive conversion was reported as lost (NASNetMobile: 30% in Keras, 13.8% in the flatbuffer)."""
-    from edgekit import convert_for_device
+def _separable_model():
+    """stem Conv2D -> SeparableConv2D 'sep' (64 filters) -> GAP -> Dense 'head', for 8x8x1 digits."""
     from edgekit._tf import keras
-    from edgekit.data import load_data
-    data = load_data(digits_data[0])
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 1))
     h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
     h = keras.layers.SeparableConv2D(64, 3, activation="relu", name="sep")(h)
     out = keras.layers.Dense(10, activation="softmax", name="head")(keras.layers.GlobalAveragePooling2D()(h))
-    model = keras.Model(inp, out)
+    return keras.Model(inp, out)
+
+
+def test_separable_convs_are_allocated_pruned_and_counted_like_the_flatbuffer(digits_data, tmp_path):
+    """NASNet is made of SeparableConv2D layers: the allocation left them out (so they stayed dense) and the
+    Keras-side count skipped them while the flatbuffer's counts their depthwise and pointwise convs, so a sparsity
+    that did survive conversion was reported as lost (NASNetMobile: 30% in Keras, 13.8% in the flatbuffer)."""
+    from edgekit import convert_for_device
+    from edgekit.data import load_data
+    data = load_data(digits_data[0])
+    model = _separable_model()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(data.x, data.y, epochs=5, verbose=0)
     recipe = tmp_path / "p.yaml"
@@ -312,17 +317,11 @@ def test_sparsity_preserving_clustering_keeps_the_zeros_of_separable_convs_and_o
     """NASNetMobile's PCQAT: 74.6% sparsity after pruning, 31.2% after clustering.  Clustering did not know
     SeparableConv2D, so it left those layers unwrapped, and its fine-tune moved their pruned weights off zero; the
     same happens to any layer it leaves (too few non-zero weights for the centroids)."""
-    from edgekit._tf import keras
     from edgekit.data import load_data
     from edgekit.optimize.cluster import cluster
     from edgekit.optimize.steps import Cluster
     data = load_data(digits_data[0])
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
-    h = keras.layers.SeparableConv2D(64, 3, activation="relu", name="sep")(h)
-    out = keras.layers.Dense(10, activation="softmax", name="head")(keras.layers.GlobalAveragePooling2D()(h))
-    model = keras.Model(inp, out)
+    model = _separable_model()
     dw, pw, b = model.get_layer("sep").get_weights()
     pw[np.abs(pw) < np.quantile(np.abs(pw), 0.8)] = 0
     model.get_layer("sep").set_weights([dw, pw, b])

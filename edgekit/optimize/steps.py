@@ -132,11 +132,8 @@ def _filters_preflight(model, cfg, recipe):
 
 def _filters(opt, model, cfg, recipe, **kw):
     if cfg.target_latency is not None:
-        from ..compress.sensitivity import accuracy_of
         from .netadapt import latency_filters
-        if opt.val_reference is None:
-            opt.val_reference = accuracy_of(opt.model, opt.val)
-        return latency_filters(model, cfg, opt.fit, opt.val, recipe.mode, recipe.io, opt.val_reference,
+        return latency_filters(model, cfg, opt.fit, opt.val, recipe.mode, recipe.io, opt.reference_on_val(),
                                recipe.max_drop, **kw)
     from . import structured
     return structured.filters(model, cfg, opt.train, **kw)
