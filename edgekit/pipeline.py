@@ -146,17 +146,50 @@ class _Optimizer:
         self.carved = val is None
         self.fit, self.val = train.split(0.2) if val is None else (train, val)
         self.val_reference: float | None = None  # the original model's accuracy on self.val
+        self.val_correct: Any = None  # per sample of self.val: is the original model right (numpy bools)
         self.seen_gap: float | None = None  # points the original scores higher on a carved split than on --eval
         self.searched = False  # an `auto` strength was searched on self.val
         self.label = ""
         self.reference_accuracy = reference_accuracy
-        self.cache: dict[str, tuple] = {}
+        self.cache: dict[str, tuple] = {}  # chain key -> (model, details, accuracy before, after): steps reused
+        self.needed: set[str] | None = None  # chain keys of the recipes still to build (None: keep every model)
+
+    def chain_keys(self, recipe: Recipe) -> list[str]:
+        """The cache key of each step of `recipe`'s chain: the recipe's settings up to and including that step (a
+        searched step also by its budget), so recipes that start alike share their first steps."""
+        from .optimize.steps import STEPS
+        key, keys = json.dumps(recipe.given("distill"), sort_keys=True), []
+        for step in recipe.steps:
+            cfg = getattr(recipe, step)
+            key += f"|{step}:{json.dumps(cfg.given, sort_keys=True)}"
+            if STEPS[step].searched(cfg):
+                key += f"@{recipe.max_drop}"
+            keys.append(key)
+        return keys
+
+    def plan(self, recipes: Sequence[Recipe]) -> None:
+        """`recipes` are the ones still to build: the models of chain steps none of them uses are released."""
+        self.needed = {k for r in recipes for k in self.chain_keys(r)}
+        self.release()
+
+    def release(self) -> None:
+        """Drop the cached models no recipe still to build uses: recipes done, back-off chains that lost (kept,
+        NASNetMobile's peak grew 8.0 -> 9.9 -> 11.7 GB over three chains of one recipe)."""
+        if self.needed is None:
+            return
+        gone = [k for k in self.cache if k not in self.needed]
+        for k in gone:
+            del self.cache[k]
+        if gone:
+            import gc
+            gc.collect()
 
     def reference_on_val(self) -> float:
         """The original model's accuracy on the validation split (measured once)."""
         if self.val_reference is None:
-            from .compress.sensitivity import accuracy_of
-            self.val_reference = accuracy_of(self.model, self.val)
+            from .compress.sensitivity import correct_of
+            self.val_correct = correct_of(self.model, self.val)
+            self.val_reference = float(self.val_correct.mean())
         return self.val_reference
 
     def validation_record(self) -> dict | None:
@@ -219,41 +252,42 @@ class _Optimizer:
         model before QAT is within it, QAT is what broke it and that model is converted post-training instead
         (`qat_dropped` in the qat record); otherwise the last searched step is backed off one setting at a time (at
         most BACKOFFS more chains) and the most accurate chain is kept (`chain_backoff`)."""
-        from .optimize.search import MARGIN
+        from .optimize.search import verdict, verdict_text
         result = self._chain(recipe, label)
         if not recipe.qat:
             return result
-        from .compress.sensitivity import accuracy_of
-        reference = self.reference_on_val()
-        budget, tried = recipe.max_drop * MARGIN, recipe
+        from .compress.sensitivity import correct_of
+        self.reference_on_val()
+        tried = recipe
         tries: list[dict[str, Any]] = []
         best: tuple[float, tuple[object, object, list[dict]]] | None = None
         best_try = 0
         while True:
-            acc = accuracy_of(result[0], self.val)
-            drop = 100.0 * (reference - acc)
-            tries.append({"settings": _chosen(result[2]), "validation_accuracy": round(acc, 4),
-                          "drop_points": round(drop, 2), "within_budget": drop <= budget})
+            v = verdict(self.val_correct, correct_of(result[0], self.val), recipe.max_drop)
+            acc, drop = v["validation_accuracy"], v["drop_points"]
+            tries.append({"settings": _chosen(result[2]), **v})
             if best is None or acc > best[0]:
                 best, best_try = (acc, result), len(tries) - 1
-            if drop <= budget:
+            if v["within_budget"]:
                 break
-            before = 100.0 * (reference - accuracy_of(result[1], self.val))
-            if before <= budget:  # QAT itself broke a chain that was within budget: convert post-training
+            before = verdict(self.val_correct, correct_of(result[1], self.val), recipe.max_drop)
+            if before["within_budget"]:  # QAT itself broke a chain that was within budget: convert post-training
                 qat_rec = next(r for r in result[2] if r["step"] == "qat")
-                qat_rec["qat_dropped"] = {"validation_drop_points": round(drop, 2),
-                                          "before_qat_drop_points": round(before, 2)}
+                qat_rec["qat_dropped"] = {"validation_drop_points": drop,
+                                          "before_qat_drop_points": before["drop_points"]}
                 if len(tries) > 1:
                     qat_rec["chain_backoff"] = tries
-                self.log(f"{label}: chain    QAT fell {drop:+.1f} pts on validation, the model before it "
-                         f"{before:+.1f} (budget {budget:g}): that model is converted post-training instead")
+                self.log(f"{label}: chain    QAT fell {verdict_text(v, recipe.max_drop)}, the model before it "
+                         f"{before['drop_points']:+.1f}: that model is converted post-training instead")
                 return result[1], result[1], result[2]
             weaker = _one_notch_weaker(recipe, tried, result[2]) if len(tries) <= BACKOFFS else None
             if weaker is None:
                 break
             step, value, tried = weaker
-            self.log(f"{label}: chain    {drop:+.1f} pts on validation after QAT (budget {budget:g}): trying "
+            self.log(f"{label}: chain    {verdict_text(v, recipe.max_drop)} after QAT: trying "
                      f"{step} {_show(step, value)}")
+            del result  # the best chain is held in `best`; a losing one is released before the next is built
+            self.release()
             result = self._chain(tried, label)
         assert best is not None
         result = best[1]
@@ -268,14 +302,10 @@ class _Optimizer:
     def _chain(self, recipe: Recipe, label: str) -> tuple[object, object, list[dict]]:
         from .optimize.train import kernel_stats
         self.label = label
-        from .optimize.steps import STEPS
-        current, key, records = self.model, json.dumps(recipe.given("distill"), sort_keys=True), []
+        current, records = self.model, []
         plain, last_accuracy = current, self.reference_accuracy
-        for step in recipe.steps:
+        for step, key in zip(recipe.steps, self.chain_keys(recipe)):
             cfg = getattr(recipe, step)
-            key += f"|{step}:{json.dumps(cfg.given, sort_keys=True)}"
-            if STEPS[step].searched(cfg):
-                key += f"@{recipe.max_drop}"
             t0 = time.perf_counter()
             reused = key in self.cache
             reset_peak()
@@ -630,8 +660,11 @@ def convert_for_device(model, device: str | DeviceProfile, recipes: Sequence[str
             m.files = sorted({*outdir.written(work), "manifest.json"} - {"manifest.json.tmp"})
             m.validation_data = None if optimizer is None else optimizer.validation_record()
             return m
-        for recipe in (r for r in chosen if r.name not in impossible):
+        todo = [r for r in chosen if r.name not in impossible]
+        for at, recipe in enumerate(todo):
             label = f"[{profile.name}] {recipe.name}"
+            if optimizer is not None:
+                optimizer.plan(todo[at:])
             kept = _reuse(recipe, previous, work)
             if kept is not None:
                 variants.append(kept)
@@ -798,23 +831,22 @@ def _checked_on_flatbuffer(recipe: Recipe, built: tuple, optimizer: _Optimizer, 
     last searched step is backed off one notch and the chain converted again (at most BACKOFFS times, and no more
     once a weaker setting does not help: then int8 itself is what loses), and the most accurate flatbuffer is
     kept.  `flatbuffer_check` in the convert record says what was tried."""
-    from .optimize.search import MARGIN
-    from .validate import accuracy
+    from .optimize.search import rule, verdict, verdict_text
+    from .validate import correct
     val = optimizer.val
     if val.y is None:
         return built
-    reference = optimizer.reference_on_val()
-    budget, tried = recipe.max_drop * MARGIN, recipe
+    optimizer.reference_on_val()
+    tried = recipe
     tries: list[dict[str, Any]] = []
     best: tuple[float, tuple, int] | None = None
     while True:
-        acc = accuracy(built[3], val)
-        drop = 100.0 * (reference - acc)
-        tries.append({"settings": _chosen(built[2]), "validation_accuracy": round(acc, 4),
-                      "drop_points": round(drop, 2), "within_budget": drop <= budget})
+        v = verdict(optimizer.val_correct, correct(built[3], val), recipe.max_drop)
+        acc, drop = v["validation_accuracy"], v["drop_points"]
+        tries.append({"settings": _chosen(built[2]), **v})
         if best is None or acc > best[0]:
             best = (acc, built, len(tries) - 1)
-        if drop <= budget:
+        if v["within_budget"]:
             break
         if len(tries) > 1 and acc <= tries[-2]["validation_accuracy"]:
             log(f"{label}: check    a weaker setting did not help the {recipe.mode} flatbuffer ({drop:+.1f} pts on "
@@ -824,12 +856,14 @@ def _checked_on_flatbuffer(recipe: Recipe, built: tuple, optimizer: _Optimizer, 
         if weaker is None:
             break
         step, value, tried = weaker
-        log(f"{label}: check    the {recipe.mode} flatbuffer is {drop:+.1f} pts on validation (budget {budget:g}): "
+        log(f"{label}: check    the {recipe.mode} flatbuffer is {verdict_text(v, recipe.max_drop)}: "
             f"trying {step} {_show(step, value)}")
+        del built  # the best is held in `best`; a losing chain is released before the next is built
+        optimizer.release()
         built = build(tried)
     _acc, built, at = best
     records = [dict(r) for r in built[2]]
-    records[-1]["flatbuffer_check"] = {"validation_budget": budget, "tries": tries, "kept": at}
+    records[-1]["flatbuffer_check"] = {**rule(recipe.max_drop), "tries": tries, "kept": at}
     if len(tries) > 1:
         kept = tries[at]
         log(f"{label}: check    kept {_settings_text(kept['settings'])} ({kept['drop_points']:+.1f} pts on "

@@ -65,8 +65,13 @@ def predict(model_bytes: bytes, x: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
-def accuracy(model_bytes: bytes, data: Dataset) -> float:
+def correct(model_bytes: bytes, data: Dataset) -> np.ndarray:
+    """Per sample: is the flatbuffer's top class the label?"""
     from ._quiet import captured_stderr
     with captured_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
         pred = predict(model_bytes, data.x)
-    return float(np.mean(pred.reshape(pred.shape[0], -1).argmax(axis=1) == class_indices(data.labels)))
+    return pred.reshape(pred.shape[0], -1).argmax(axis=1) == class_indices(data.labels)
+
+
+def accuracy(model_bytes: bytes, data: Dataset) -> float:
+    return float(np.mean(correct(model_bytes, data)))

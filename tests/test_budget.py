@@ -14,6 +14,9 @@ def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
     # a grid setting, or one halfway to the stronger grid neighbour that failed (a trial left over)
     assert search["budget_met"] and (prune["target"] in search["candidates"] or tried[prune["target"]]["refined"])
     assert tried[prune["target"]]["within_budget"]
+    chosen = tried[prune["target"]]  # its drop, and its drop plus one standard error, within budget
+    assert chosen["drop_points"] <= 0.5 and chosen["drop_points"] + chosen["noise_points"] <= 1.0
+    assert chosen["changed_answers"] >= 0 and search["noise_z"] == 1.0
     # nothing stronger that was tried stayed within the validation budget
     assert all(not t["within_budget"] for t in search["trials"] if t["target"] > prune["target"])
     # the per-layer allocation is not fitted to the samples that judge it
@@ -33,6 +36,28 @@ def test_auto_pruning_meets_a_one_point_budget_on_digits(rpi4_manifest):
     val = manifest.validation_data
     assert val["carved_from_train"] and val["reference_accuracy"] == search["validation_reference_accuracy"]
     assert abs(val["seen_by_model_gap_points"] - 100 * (val["reference_accuracy"] - ref)) < 0.01
+
+
+def test_a_candidate_that_changes_many_answers_needs_its_drop_plus_noise_within_budget():
+    """Judged sample by sample against the original model: a net +0.0 made of 10 answers lost and 10 won out of 280
+    is noise of 1.6 points, over a 1-point budget; one answer lost is within it; two lost are over half the budget;
+    a clear gain with churn is within it."""
+    import numpy as np
+    from edgekit.optimize.search import verdict
+
+    def case(lost, won, n=280):
+        ref = np.zeros(n, bool)
+        ref[:200] = True
+        cand = ref.copy()
+        cand[:lost] = False  # right before, wrong now
+        cand[200:200 + won] = True  # wrong before, right now
+        return verdict(ref, cand, 1.0)
+    churn = case(10, 10)
+    assert churn["drop_points"] == 0 and churn["changed_answers"] == 20 and not churn["within_budget"]
+    assert abs(churn["noise_points"] - 100 * np.sqrt(20) / 280) < 0.01
+    assert case(1, 0)["within_budget"] and not case(2, 0)["within_budget"]
+    gain = case(10, 20)
+    assert gain["drop_points"] < -3 and gain["within_budget"]
 
 
 def test_a_search_is_remembered_so_the_next_run_builds_only_its_choice(rpi4_manifest, digits_model, digits_data,
@@ -269,14 +294,20 @@ def test_a_chain_over_budget_after_qat_backs_off_the_last_searched_step_only():
     assert _weaker(["prune", "cluster"], refined) == ("cluster", 16) and _weaker(["prune"], refined) == ("prune", 0.7)
 
 
+def _answers(right: bool, n: int = 200):
+    """Per sample, is a model right: all of them, or every other one (a known accuracy curve, no training)."""
+    import numpy as np
+    return np.ones(n, bool) if right else np.arange(n) % 2 == 0
+
+
 def test_a_trial_left_over_tries_halfway_to_the_stronger_setting_that_failed():
     """The search's own logic on a known accuracy curve (no training): 70% passes and 80% does not, so with a
     trial left it tries 75%; a curve that passes 75% takes it, one that does not keeps 70%."""
     from edgekit.optimize.prune import AUTO_TARGETS
     from edgekit.optimize.search import TRIALS, strongest
     for cliff, expected in ((0.76, 0.75), (0.74, 0.7)):
-        t, _model, _details, trace = strongest(AUTO_TARGETS, lambda s: (s, {}), lambda s, c=cliff: 1.0 if s <= c
-                                               else 0.5, 1.0, 1.0, "target")
+        t, _model, _details, trace = strongest(AUTO_TARGETS, lambda s: (s, {}), lambda s, c=cliff: _answers(s <= c),
+                                               _answers(True), 1.0, "target")
         assert t == expected and trace["budget_met"]
         assert [x["target"] for x in trace["trials"]] == [0.7, 0.9, 0.8, 0.75] and len(trace["trials"]) <= TRIALS
         assert trace["trials"][-1]["refined"] and trace["trials"][-1]["within_budget"] == (expected == 0.75)
@@ -291,8 +322,8 @@ def test_a_remembered_choice_that_no_longer_meets_the_budget_is_searched_again(t
     memo = Memo("same-model-data-settings")
 
     def search(cliff):
-        return strongest(AUTO_TARGETS, lambda s: (s, {}), lambda s: 1.0 if s <= cliff else 0.5, 1.0, 1.0, "target",
-                         memo)
+        return strongest(AUTO_TARGETS, lambda s: (s, {}), lambda s: _answers(s <= cliff), _answers(True), 1.0,
+                         "target", memo)
     first = search(0.9)
     assert first[0] == 0.9 and "cached" not in first[3]
     again = search(0.9)  # the same step: only the choice runs
@@ -459,3 +490,35 @@ def test_pruning_a_model_shipped_with_slow_batchnorm_momentum_refreshes_its_stat
     assert accuracy_of(pruned, test) >= reference - 0.03, (accuracy_of(pruned, test), reference, details)
     bn = details["batchnorm_refreshed"]  # with the statistics the fine-tune left: 0.57 on the held-out slice
     assert bn["layers"] == 2 and bn["kept"] and bn["held_out_accuracy_after"] > bn["held_out_accuracy_before"]
+
+
+def test_models_no_recipe_still_needs_are_released(digits_data):
+    """Memory is a budget: the optimizer's reuse cache keeps a chain step's model only while a recipe still to
+    build starts with that step (a shared prune step survives its first recipe; a finished or lost chain does not)."""
+    import dataclasses
+    import gc
+    import weakref
+    from edgekit.data import load_data
+    from edgekit.pipeline import _Optimizer
+    from edgekit.profiles import load_recipe
+    train, test = (load_data(p) for p in digits_data)
+    opt = _Optimizer(_outlier_model(digits_data[0]), train, test, lambda s: None)
+    pruned = load_recipe("pruned-int8")
+    pruned = dataclasses.replace(pruned, prune=pruned.prune.with_(target=0.5, epochs=1))
+    pcqat = load_recipe("pcqat-int8")
+    pcqat = dataclasses.replace(pcqat, prune=pruned.prune, cluster=pcqat.cluster.with_(clusters=8, epochs=1),
+                                qat=pcqat.qat.with_(epochs=1))
+    weaker = dataclasses.replace(pruned, prune=pruned.prune.with_(target=0.3))
+    opt.plan([pruned, weaker, pcqat])
+    first = weakref.ref(opt.run(pruned, "a")[0])
+    assert opt.chain_keys(pcqat)[0] == opt.chain_keys(pruned)[0]  # pcqat starts with the same prune step
+    lost = weakref.ref(opt.run(weaker, "b")[0])
+    gc.collect()
+    assert first() is not None and lost() is not None  # still cached: both recipes were planned
+    opt.plan([pcqat])
+    assert lost() is None  # no recipe left starts with it: released
+    assert first() is not None and list(opt.cache) == opt.chain_keys(pcqat)[:1]
+    _model, plain, records = opt.run(pcqat, "c")
+    assert records[0]["reused"] and plain is not None
+    opt.plan([])
+    assert first() is None and not opt.cache

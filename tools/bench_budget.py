@@ -98,12 +98,13 @@ def _strength(v) -> str:
     return "; ".join(out) or "-"
 
 
-def _validation_drop(v) -> float | None:
-    """The drop of the shipped flatbuffer on the validation split, as edgekit's flatbuffer check measured it."""
+def _validation_verdict(v) -> dict | None:
+    """The shipped flatbuffer on the validation split, as edgekit's flatbuffer check judged it (drop_points,
+    noise_points, within_budget)."""
     for s in v.steps:
         check = s.get("flatbuffer_check")
         if check:
-            return float(check["tries"][check["kept"]]["drop_points"])
+            return check["tries"][check["kept"]]
     return None
 
 
@@ -144,13 +145,14 @@ def main() -> int:
             ratio = fp32.gzip_bytes / v.gzip_bytes
             trials = sum(len(s["search"]["trials"]) for s in v.steps if "search" in s) + sum(
                 len(s.get("trials", [])) for s in v.steps if s.get("step") == "selective")
-            val_drop = _validation_drop(v)
-            rows.append([name, v.name, _strength(v), f"{ratio:.1f}x", "-" if val_drop is None else f"{val_drop:+.2f}",
+            val = _validation_verdict(v)
+            rows.append([name, v.name, _strength(v), f"{ratio:.1f}x",
+                         "-" if val is None else f"{val['drop_points']:+.2f} (s.e. {val.get('noise_points', 0):.2f})",
                          f"{v.accuracy_drop:+.2f}", "yes" if v.within_budget else "OVER", str(trials),
                          f"{times.get(v.name, 0):.0f}"])
             if v.within_budget:
                 within_ratios.append(ratio)
-            if val_drop is not None and val_drop <= args.max_drop * 0.5:  # edgekit judged it within on validation
+            if val is not None and val["within_budget"]:  # edgekit judged it within budget on validation
                 judged.append(f"{name}/{v.name}")
                 if v.accuracy_drop > args.max_drop:
                     noisy.append(f"{name}/{v.name} {v.accuracy_drop:+.2f}")

@@ -39,6 +39,12 @@ def accuracy_of(model, data: Dataset) -> float:
     return _accuracy(model.predict(data.x, batch_size=512, verbose=0), data)
 
 
+def correct_of(model, data: Dataset) -> np.ndarray:
+    """Per sample: is the Keras model's top class the label?"""
+    pred = model.predict(data.x, batch_size=512, verbose=0)
+    return pred.reshape(len(pred), -1).argmax(axis=1) == class_indices(data.labels)
+
+
 def _accuracy(pred: np.ndarray, data: Dataset) -> float:
     return float((pred.reshape(len(pred), -1).argmax(axis=1) == class_indices(data.labels)).mean())
 

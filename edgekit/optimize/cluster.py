@@ -100,14 +100,14 @@ AUTO_CLUSTERS = (4, 8, 16, 32, 64)  # fewest (strongest) first
 
 
 def cluster_auto(model, cfg: Cluster, fit: Dataset, val: Dataset, preserve_sparsity: bool, max_drop: float,
-                 reference: float, teacher=None, distill=None, memo=None):
-    """The fewest clusters of AUTO_CLUSTERS within the budget on `val` against `reference` (the original model's
-    validation accuracy, so earlier steps' losses count)."""
-    from ..compress.sensitivity import accuracy_of
+                 reference, teacher=None, distill=None, memo=None):
+    """The fewest clusters of AUTO_CLUSTERS within the budget on `val` against `reference` (per validation
+    sample, is the original model right; so earlier steps' losses count)."""
+    from ..compress.sensitivity import correct_of
     from .search import strongest
     n, clustered, details, trace = strongest(
         AUTO_CLUSTERS, lambda k: cluster(model, cfg.with_(clusters=k), fit, preserve_sparsity, teacher=teacher,
                                          distill=distill),
-        lambda m: accuracy_of(m, val), reference, max_drop, "clusters", memo)
+        lambda m: correct_of(m, val), reference, max_drop, "clusters", memo)
     trace["validation_samples"] = len(val)
     return clustered, {**details, "clusters": n, "search": trace}

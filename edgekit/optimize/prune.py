@@ -123,14 +123,15 @@ def where_dense(model, skipped: dict, allocation: dict | None, small, cfg: Prune
 AUTO_TARGETS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3)  # strongest first
 
 
-def prune_auto(model, cfg: Prune, fit: Dataset, val: Dataset, max_drop: float, reference: float, teacher=None,
+def prune_auto(model, cfg: Prune, fit: Dataset, val: Dataset, max_drop: float, reference, teacher=None,
                distill=None, memo=None):
     """The strongest sparsity of AUTO_TARGETS whose pruned, fine-tuned model stays within the budget on `val`
-    against `reference` (the original model's validation accuracy); returns (model, details with the trace)."""
-    from ..compress.sensitivity import accuracy_of
+    against `reference` (per validation sample, is the original model right); returns (model, details with the
+    trace)."""
+    from ..compress.sensitivity import correct_of
     from .search import strongest
     target, pruned, details, trace = strongest(
         AUTO_TARGETS, lambda t: prune(model, cfg.with_(target=t), fit, teacher=teacher, distill=distill),
-        lambda m: accuracy_of(m, val), reference, max_drop, "target", memo)
+        lambda m: correct_of(m, val), reference, max_drop, "target", memo)
     trace["validation_samples"] = len(val)
     return pruned, {**details, "target": target, "search": trace}

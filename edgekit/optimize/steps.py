@@ -142,7 +142,7 @@ def _filters(opt, model, cfg, recipe, **kw):
 def _structured_auto(step):
     def run(opt, model, cfg, recipe, **kw):
         from . import structured
-        return structured.searched(step, model, cfg, opt.fit, opt.val, recipe.max_drop, opt.val_reference, **kw)
+        return structured.searched(step, model, cfg, opt.fit, opt.val, recipe.max_drop, opt.val_correct, **kw)
     return run
 
 
@@ -158,7 +158,7 @@ def _prune(opt, model, cfg, recipe, **kw):
 
 def _prune_auto(opt, model, cfg, recipe, **kw):
     from . import prune
-    return prune.prune_auto(model, cfg, opt.fit, opt.val, recipe.max_drop, opt.val_reference, **kw)
+    return prune.prune_auto(model, cfg, opt.fit, opt.val, recipe.max_drop, opt.val_correct, **kw)
 
 
 def _cluster_preflight(model, cfg, recipe):
@@ -174,7 +174,7 @@ def _cluster(opt, model, cfg, recipe, **kw):
 def _cluster_auto(opt, model, cfg, recipe, **kw):
     from . import cluster
     return cluster.cluster_auto(model, cfg, opt.fit, opt.val, recipe.prune is not None, recipe.max_drop,
-                                opt.val_reference, **kw)
+                                opt.val_correct, **kw)
 
 
 def _qat_preflight(model, cfg, recipe):

@@ -60,15 +60,15 @@ AUTO_FLOPS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # share of the MACs kept, strongest
 AUTO_ENERGY = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)  # share of squared singular values kept, strongest first
 
 
-def searched(step: str, model, cfg: Filters | Factorize, fit: Dataset, val: Dataset, max_drop: float, reference: float,
+def searched(step: str, model, cfg: Filters | Factorize, fit: Dataset, val: Dataset, max_drop: float, reference,
              teacher=None, distill=None, memo=None):
     """filters with `target_flops: auto` or factorize with `energy: auto`: the strongest setting within budget."""
-    from ..compress.sensitivity import accuracy_of
+    from ..compress.sensitivity import correct_of
     from .search import strongest
     key, settings, fn = (("target_flops", AUTO_FLOPS, filters) if step == "filters" else
                          ("energy", AUTO_ENERGY, factorize))
     value, smaller, details, trace = strongest(
         settings, lambda s: fn(model, cfg.with_(**{key: s}), fit, teacher=teacher, distill=distill),
-        lambda m: accuracy_of(m, val), reference, max_drop, key, memo)
+        lambda m: correct_of(m, val), reference, max_drop, key, memo)
     trace["validation_samples"] = len(val)
     return smaller, {**details, key: value, "search": trace}
