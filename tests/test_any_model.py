@@ -333,3 +333,32 @@ def test_sparsity_preserving_clustering_keeps_the_zeros_of_separable_convs_and_o
     assert np.mean(pw_after == 0) >= 0.79 and len(np.unique(pw_after)) <= 9  # clustered, zeros kept
     head = clustered.get_layer("head").get_weights()[0]
     assert np.all(head.flat[6:] == 0) and details["zeros_restored_layers"] >= 1
+
+
+def test_pcqat_quantizes_separable_convs_and_keeps_their_zeros_and_clusters(digits_data, tmp_path):
+    """QAT left every SeparableConv2D float (not in TF-MOT's registry), so PCQAT's fine-tune moved its pruned and
+    clustered pointwise weights freely: 80% zeros and 8 values became 9% and 933 values, and the converter
+    quantized the layer post-training behind QAT's back.  TF-MOT splits an annotated one into DepthwiseConv2D +
+    1x1 Conv2D: both halves are quantization-aware trained and the int8 model keeps the zeros and clusters."""
+    from edgekit import convert_for_device
+    from edgekit.data import load_data
+    from edgekit.flatbuffer import parse_model
+    data = load_data(digits_data[0])
+    model = _separable_model()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(data.x, data.y, epochs=5, verbose=0)
+    recipe = tmp_path / "pcqat.yaml"
+    recipe.write_text("name: pcqat\ndescription: x\noptimize:\n  prune: {target: 0.7, epochs: 1}\n"
+                      "  cluster: {clusters: 8, epochs: 1}\n  qat: {epochs: 1}\n"
+                      "quantization: {mode: int8}\n")
+    (v,) = convert_for_device(model, "local", [str(recipe)], train=digits_data[0], eval=digits_data[1],
+                              out=tmp_path / "o", log=lambda s: None).variants
+    info = parse_model((tmp_path / "o" / v.path).read_bytes())
+    # the 1x1 conv's kernel: 64 output channels over 16 inputs
+    (pointwise,) = [w for w in info.weights if w.op == "CONV_2D" and w.channels == 64 and w.size == 64 * 16]
+    # pruned to 70% and clustered to 8 values (+1: int8 can split zero from a near-zero centroid); without the
+    # split, QAT trained the layer freely: 59% zeros and 10 values
+    assert pointwise.sparsity >= 0.68 and pointwise.max_unique_per_channel <= 9
+    assert v.survival["sparsity"]["ok"] and v.survival["clusters"]["ok"], v.survival
+    (qat,) = [s for s in v.steps if s["step"] == "qat"]
+    assert "split by TF-MOT" in qat["layers_handled"]["sep"]

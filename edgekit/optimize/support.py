@@ -139,6 +139,9 @@ def qat_plan(layer) -> tuple[str, str | None]:
     if kind in PREPROCESSING and _preprocesses_input(layer):
         return "float", (f"{kind} on the model's input: left float in training, quantized by the converter from "
                          f"calibration, so the model stays integer from its input (no DEQUANTIZE/QUANTIZE pair)")
+    if kind == "SeparableConv2D":  # not in TF-MOT's registry, but its layout transform splits an annotated one
+        return "tfmot", ("SeparableConv2D: split by TF-MOT into DepthwiseConv2D + 1x1 Conv2D for QAT (the same "
+                         "outputs), so both halves are quantized and keep their zeros and clusters")
     if kind == "TFOpLambda":
         fn = layer.get_config().get("function")
         return "float", f"TFOpLambda ({fn}): left float in training; the converter quantizes it from calibration"
