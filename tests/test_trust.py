@@ -228,11 +228,37 @@ def test_a_conversion_over_its_memory_limit_fails_alone_in_its_child(digits_mode
     assert int8.ops == here.variants[0].ops and abs(int8.bytes - here.variants[0].bytes) < 64  # names differ
     convert_rec = int8.steps[-1] if int8.steps else None
     assert convert_rec and convert_rec["isolated"] and convert_rec["child_peak_rss_mb"] > 150
+    # the kernel's first choice if memory runs out between two checks: the child, not the run holding the models
+    assert convert_rec["child_oom_score_adj"] == 1000
     (failed,) = child.failed
     assert failed["recipe"] == "fp32" and failed["stage"] == "resources"
     assert "float32 conversion needed more than 150 MB of memory and was stopped" in failed["error"]
     assert "\n" not in failed["error"]
     assert (tmp_path / "child" / "int8.tflite").is_file()
+
+
+def test_a_conversion_that_would_leave_the_machine_short_of_memory_is_stopped(digits_model, digits_data, tmp_path,
+                                                                             monkeypatch):
+    """Without a fixed limit the child's follows the machine: it is stopped when the memory still available falls
+    under the reserve, whatever else runs beside it (here the reserve is raised above what this machine has, once
+    the first conversion is done)."""
+    import os
+    from edgekit import convert_for_device
+    from edgekit.memory import available_mb
+    train, test = digits_data
+    monkeypatch.setenv("EDGEKIT_CONVERT_ISOLATED", "always")
+    monkeypatch.delenv("EDGEKIT_CONVERT_MEMORY_MB", raising=False)
+    monkeypatch.setenv("EDGEKIT_CONVERT_RESERVE_MB", "1024")
+
+    def log(line):
+        if "[local] int8: convert" in line:
+            os.environ["EDGEKIT_CONVERT_RESERVE_MB"] = str(int(available_mb() * 4))
+    m = convert_for_device(digits_model, "local", ["int8", "fp32"], train=train, eval=test, out=tmp_path / "o",
+                           log=log)
+    assert [v.name for v in m.variants] == ["int8"] and m.variants[0].steps[-1]["isolated"]
+    (failed,) = m.failed
+    assert failed["stage"] == "resources" and "would have left the machine under" in failed["error"]
+    assert "\n" not in failed["error"] and (tmp_path / "o" / "int8.tflite").is_file()
 
 
 def test_a_qat_model_is_rebuilt_and_traced_in_the_child_with_the_same_result(digits_model, digits_data, monkeypatch):

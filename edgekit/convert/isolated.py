@@ -6,8 +6,15 @@ line and the run goes on.  The child gets a SavedModel of the model's inference 
 samples, and runs the same converter settings (`tflite.finish`) on `TFLiteConverter.from_saved_model`.
 
     EDGEKIT_CONVERT_ISOLATED   auto (default: models with >= 5M parameters), always, never
-    EDGEKIT_CONVERT_MEMORY_MB  the child's limit (default: 80% of the memory available when it starts)
+    EDGEKIT_CONVERT_MEMORY_MB  a fixed limit for the child's memory (default: none, see below)
+    EDGEKIT_CONVERT_RESERVE_MB the memory the child must leave the machine (default: 1024): it is stopped when the
+                               machine's available memory falls below this, however much it holds itself
     EDGEKIT_CONVERT_TIMEOUT_S  the child's time limit (default: 3600)
+
+The default limit follows the machine, not a figure taken when the child starts (80% of what was available then
+stopped a conversion that would have fitted once other work on the machine finished, and let one through that
+would not when other work grew).  The child is also the kernel's first choice when memory runs out anyway
+(oom_score_adj 1000): a conversion killed between two polls fails alone, never the run that holds the models.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from ..memory import available_mb, env_number, rss_mb
 
 ISOLATE_PARAMS = 5_000_000
 POLL_S = 0.1
+RESERVE_MB = 1024.0
 
 
 def _env(name: str, default: str) -> str:
@@ -44,11 +52,33 @@ def isolate(model) -> bool:
         return False
 
 
-def limits() -> tuple[float | None, float]:
-    """(memory limit in MB or None where it cannot be read, time limit in seconds)."""
-    available = available_mb()
-    memory = env_number("EDGEKIT_CONVERT_MEMORY_MB", None if available is None else 0.8 * available)
-    return memory, env_number("EDGEKIT_CONVERT_TIMEOUT_S", 3600.0) or 3600.0
+def limits() -> tuple[float | None, float, float]:
+    """(fixed memory limit in MB or None, memory to leave the machine in MB, time limit in seconds)."""
+    return (env_number("EDGEKIT_CONVERT_MEMORY_MB", None), env_number("EDGEKIT_CONVERT_RESERVE_MB", RESERVE_MB) or
+            RESERVE_MB, env_number("EDGEKIT_CONVERT_TIMEOUT_S", 3600.0) or 3600.0)
+
+
+def _first_to_go(pid: int) -> int | None:
+    """Make the child the kernel's first choice when memory runs out; returns the oom_score_adj it now has."""
+    adj = Path(f"/proc/{pid}/oom_score_adj")
+    try:
+        adj.write_text("1000")
+        return int(adj.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _over(memory: float | None, reserve: float, seconds: float, peak: float, elapsed: float) -> str | None:
+    """Why the child must stop now, or None."""
+    if memory is not None and peak > memory:
+        return f"needed more than {memory:,.0f} MB of memory"
+    left = available_mb()
+    if left is not None and left < reserve:
+        return (f"held {peak:,.0f} MB and would have left the machine under {reserve:,.0f} MB of memory "
+                f"({left:,.0f} MB available)")
+    if elapsed > seconds:
+        return f"took longer than {seconds:,.0f} s"
+    return None
 
 
 def _save(model, folder: Path, static_batch: bool) -> None:
@@ -82,7 +112,7 @@ def convert_isolated(model, mode: str, io: str, calibration: Dataset | None, sta
                      stats: dict | None = None, rebuild: tuple | None = None) -> bytes:
     """Convert in a child process; `stats` (if given) receives the child's peak memory.  `rebuild`: (the model
     before QAT, the QAT scheme) when `model` is a QAT model, so the child rebuilds and traces it."""
-    memory, seconds = limits()
+    memory, reserve, seconds = limits()
     with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as tmp:
         work = Path(tmp)
         rebuilt = rebuild is not None and _save_for_rebuild(rebuild[0], model, rebuild[1], work)
@@ -96,20 +126,22 @@ def convert_isolated(model, mode: str, io: str, calibration: Dataset | None, sta
             proc = subprocess.Popen([sys.executable, "-m", "edgekit.convert.child", str(work), mode, io],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
             t0, peak, why = time.monotonic(), 0.0, None
+            adj = _first_to_go(proc.pid)
             while proc.poll() is None:
                 peak = max(peak, rss_mb(proc.pid) or 0.0)
-                if memory is not None and peak > memory:
-                    why = f"needed more than {memory:,.0f} MB of memory"
-                elif time.monotonic() - t0 > seconds:
-                    why = f"took longer than {seconds:,.0f} s"
+                why = _over(memory, reserve, seconds, peak, time.monotonic() - t0)
                 if why:
                     proc.kill()
                     proc.wait()
                     raise ResourceLimitError(f"{mode} conversion {why} and was stopped in its child process (limits: "
-                                             f"EDGEKIT_CONVERT_MEMORY_MB, EDGEKIT_CONVERT_TIMEOUT_S)")
+                                             f"EDGEKIT_CONVERT_MEMORY_MB, EDGEKIT_CONVERT_RESERVE_MB, "
+                                             f"EDGEKIT_CONVERT_TIMEOUT_S)")
                 time.sleep(POLL_S)
+        if proc.returncode == -9:  # not ours (we raised above): the kernel's out-of-memory killer chose the child
+            raise ResourceLimitError(f"{mode} conversion was killed in its child process (by the kernel: out of "
+                                     f"memory, after {peak:,.0f} MB)")
         if stats is not None:
-            stats.update(isolated=True, child_peak_rss_mb=round(peak, 1))
+            stats.update(isolated=True, child_peak_rss_mb=round(peak, 1), child_oom_score_adj=adj)
             if rebuilt:
                 stats["qat_rebuilt_in_child"] = True
         if proc.returncode != 0:
