@@ -95,6 +95,39 @@ def test_a_recipe_the_model_cannot_take_fails_alone(tmp_path, digits_data):
     assert any("FAILED" in ln for ln in lines)
 
 
+def test_the_qat_preflight_verdict_is_remembered_by_architecture(tmp_path, monkeypatch):
+    """Wrapping NASNetMobile for QAT takes a minute; the verdict (ok, or the one-line reason) is remembered by
+    architecture and versions, so converting the same model again (another device) does not wrap it again."""
+    import pytest
+    from edgekit._tf import keras
+    from edgekit.errors import OptimizationError
+    from edgekit.optimize import qat
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+
+    class Custom(keras.layers.Layer):  # the user's own layer, not registered: QAT cannot rebuild the model
+        def call(self, x):
+            return x * 2.0
+    fine = keras.Sequential([keras.layers.Input((8,)), keras.layers.Dense(4)])
+    bad = keras.Sequential([keras.layers.Input((8,)), keras.layers.Dense(4), Custom(name="mine")])
+    verdicts = {}
+    for name, model in (("fine", fine), ("bad", bad)):
+        try:
+            qat.preflight(model)
+            verdicts[name] = None
+        except OptimizationError as e:
+            verdicts[name] = str(e)
+    assert verdicts["fine"] is None
+    assert "layer class Custom is the model's own and not registered" in verdicts["bad"] and "\n" not in verdicts["bad"]
+    monkeypatch.setattr(qat, "_apply", lambda *a: pytest.fail("wrapped again"))
+    qat.preflight(fine)  # remembered: no wrapping
+    with pytest.raises(OptimizationError) as e:
+        qat.preflight(bad)
+    assert str(e.value) == verdicts["bad"]
+    again = keras.Sequential([keras.layers.Input((8,)), keras.layers.Dense(5)])  # another architecture: wrapped
+    with pytest.raises(pytest.fail.Exception):
+        qat.preflight(again)
+
+
 def test_keras3_model_through_the_default_recipes(odd_keras3, data16, tmp_path):
     train, test = data16
     out = tmp_path / "o"

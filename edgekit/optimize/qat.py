@@ -157,7 +157,11 @@ def _apply(model, scheme_name: str):
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         m = re.search(r"Layer (\S+):<class '[\w.]*?(\w+)'> is not supported", text)
         m2 = re.search(r"unsupported layer <class '[\w.]*?(\w+)'>", text)
-        if m:
+        m3 = re.search(r"Unknown layer: '(\w+)'", text)
+        if m3:
+            text = (f"layer class {m3.group(1)} is the model's own and not registered with Keras "
+                    f"(keras.utils.register_keras_serializable), so TF-MOT cannot rebuild the model around it")
+        elif m:
             text = f"layer '{m.group(1)}' ({m.group(2)}) is not supported"
         elif m2:
             text = f"layer class {m2.group(1)} is not supported"
@@ -165,10 +169,27 @@ def _apply(model, scheme_name: str):
 
 
 def preflight(model, scheme: str = "QAT") -> None:
-    """Fail fast (before any training) on a layer QAT cannot quantize, or a model too large to train here."""
+    """Fail fast (before any training) on a layer QAT cannot quantize, or a model too large to train here.  Wrapping
+    a 900-layer model (NASNetMobile) takes a minute, so the verdict is remembered in edgekit's cache by the
+    architecture (no weights: wrapping depends on the layers only) and the TensorFlow / TF-MOT / edgekit versions:
+    the same model converted for a second device, or again, is checked in a second."""
+    from .. import __version__, cache
+    from .._tf import tf, tfmot
     from ..modelio import clone
     check_memory(model, scheme, "before any training")
-    _apply(clone(model), "QAT")  # no training: seconds even for large models
+    key = cache.new_hash("qat-preflight", __version__, tf.__version__, getattr(tfmot, "__version__", ""),
+                         model.to_json()).hexdigest()
+    hit = cache.read("preflight", key)
+    if hit is not None and "error" in hit:
+        raise OptimizationError(str(hit["error"]))
+    if hit is not None:
+        return
+    try:
+        _apply(clone(model), "QAT")  # no training
+    except OptimizationError as e:
+        cache.write("preflight", key, {"error": str(e)})
+        raise
+    cache.write("preflight", key, {"ok": True})
 
 
 # The whole process's peak during QAT training, per parameter, measured: plain QAT 54 and PQAT 43 bytes over the
