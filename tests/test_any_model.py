@@ -322,10 +322,8 @@ def _separable_model():
     return keras.Model(inp, out)
 
 
-def test_separable_convs_are_allocated_pruned_and_counted_like_the_flatbuffer(digits_data, tmp_path):
-    """NASNet is made of SeparableConv2D layers: the allocation left them out (so they stayed dense) and the
-    Keras-side count skipped them while the flatbuffer's counts their depthwise and pointwise convs, so a sparsity
-    that did survive conversion was reported as lost (NASNetMobile: 30% in Keras, 13.8% in the flatbuffer)."""
+def _separable_variant(digits_data, tmp_path, optimize: str):
+    """The separable model, trained 5 epochs on digits, through one int8 recipe with the `optimize` steps (YAML)."""
     from edgekit import convert_for_device
     from edgekit.data import load_data
     data = load_data(digits_data[0])
@@ -333,10 +331,17 @@ def test_separable_convs_are_allocated_pruned_and_counted_like_the_flatbuffer(di
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(data.x, data.y, epochs=5, verbose=0)
     recipe = tmp_path / "p.yaml"
-    recipe.write_text("name: p\ndescription: x\noptimize:\n  prune: {target: 0.6, allocation: sensitivity, epochs: 1}\n"
-                      "quantization: {mode: int8}\n")
+    recipe.write_text(f"name: p\ndescription: x\noptimize:\n{optimize}quantization: {{mode: int8}}\n")
     (v,) = convert_for_device(model, "local", [str(recipe)], train=digits_data[0], eval=digits_data[1],
                               out=tmp_path / "o", log=lambda s: None).variants
+    return v
+
+
+def test_separable_convs_are_allocated_pruned_and_counted_like_the_flatbuffer(digits_data, tmp_path):
+    """NASNet is made of SeparableConv2D layers: the allocation left them out (so they stayed dense) and the
+    Keras-side count skipped them while the flatbuffer's counts their depthwise and pointwise convs, so a sparsity
+    that did survive conversion was reported as lost (NASNetMobile: 30% in Keras, 13.8% in the flatbuffer)."""
+    v = _separable_variant(digits_data, tmp_path, "  prune: {target: 0.6, allocation: sensitivity, epochs: 1}\n")
     prune = v.steps[0]
     assert prune["allocation"]["sep"] > 0.5  # the pointwise kernel, the model's largest, takes its share
     assert v.survival["sparsity"]["ok"], v.survival  # Keras and flatbuffer counted alike
@@ -373,19 +378,9 @@ def test_pcqat_quantizes_separable_convs_and_keeps_their_zeros_and_clusters(digi
     clustered pointwise weights freely: 80% zeros and 8 values became 9% and 933 values, and the converter
     quantized the layer post-training behind QAT's back.  TF-MOT splits an annotated one into DepthwiseConv2D +
     1x1 Conv2D: both halves are quantization-aware trained and the int8 model keeps the zeros and clusters."""
-    from edgekit import convert_for_device
-    from edgekit.data import load_data
     from edgekit.flatbuffer import parse_model
-    data = load_data(digits_data[0])
-    model = _separable_model()
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(data.x, data.y, epochs=5, verbose=0)
-    recipe = tmp_path / "pcqat.yaml"
-    recipe.write_text("name: pcqat\ndescription: x\noptimize:\n  prune: {target: 0.7, epochs: 1}\n"
-                      "  cluster: {clusters: 8, epochs: 1}\n  qat: {epochs: 1}\n"
-                      "quantization: {mode: int8}\n")
-    (v,) = convert_for_device(model, "local", [str(recipe)], train=digits_data[0], eval=digits_data[1],
-                              out=tmp_path / "o", log=lambda s: None).variants
+    v = _separable_variant(digits_data, tmp_path, "  prune: {target: 0.7, epochs: 1}\n"
+                           "  cluster: {clusters: 8, epochs: 1}\n  qat: {epochs: 1}\n")
     info = parse_model((tmp_path / "o" / v.path).read_bytes())
     # the 1x1 conv's kernel: 64 output channels over 16 inputs
     (pointwise,) = [w for w in info.weights if w.op == "CONV_2D" and w.channels == 64 and w.size == 64 * 16]
