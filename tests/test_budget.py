@@ -58,6 +58,14 @@ def test_a_candidate_that_changes_many_answers_needs_its_drop_plus_noise_within_
     assert case(1, 0)["within_budget"] and not case(2, 0)["within_budget"]
     gain = case(10, 20)
     assert gain["drop_points"] < -3 and gain["within_budget"]
+    # within budget on its drop, but one standard error (1.9 points) exceeds the whole budget: the variant says
+    # the validation split cannot resolve the budget for it; one answer lost (0.36) is resolved
+    from edgekit.pipeline import _shortfalls
+    (warning,) = _shortfalls([{"step": "convert", "flatbuffer_check": {"max_drop": 1.0, "samples": 280,
+                                                                        "tries": [gain], "kept": 0}}])
+    assert "(280 samples) cannot resolve the 1-point budget" in warning and "changes 30 answers" in warning
+    assert not _shortfalls([{"step": "convert", "flatbuffer_check": {"max_drop": 1.0, "samples": 280,
+                                                                     "tries": [case(1, 0)], "kept": 0}}])
 
 
 def test_a_search_is_remembered_so_the_next_run_builds_only_its_choice(rpi4_manifest, digits_model, digits_data,
