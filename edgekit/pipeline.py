@@ -319,6 +319,8 @@ class _Optimizer:
             secs = time.perf_counter() - t0
             rec = {"step": step, "settings": cfg.given, "seconds": round(secs, 2), "reused": reused,
                    "accuracy_before": before, "accuracy_after": after, **details}
+            if step in CHAIN and _strength(step) not in rec:  # the strength it ran with, searched or given (a
+                rec[_strength(step)] = cfg.given.get(_strength(step))  # back-off's chain gives it)
             if not reused:
                 rec["peak_rss_mb"] = peak_mb()
             if recipe.distill:
