@@ -86,16 +86,19 @@ def _held_out(train: Path) -> tuple[Path, Path]:
 
 
 def _strength(v) -> str:
+    """The strengths the variant was built with; "(backed off)" when the flatbuffer check kept a weaker setting
+    than the search's choice (that chain's steps ran at a given strength, without a search)."""
     out = []
+    backed_off = any(s.get("flatbuffer_check", {}).get("kept") for s in v.steps)
     for s in v.steps:
         for key, fmt in (("target", "{:.0%} sparsity"), ("clusters", "{} clusters"),
                          ("target_flops", "{:.0%} MACs"), ("energy", "{:.0%} energy")):
-            if "search" in s and key in s:
+            if s.get(key) is not None and ("search" in s or backed_off):
                 out.append(fmt.format(s[key]))
         if s.get("step") == "selective":
             out.append("16-bit activations" if s.get("activations") else
                        "float: " + (", ".join(s["kept_float"]) or "none"))
-    return "; ".join(out) or "-"
+    return "; ".join(out) + (" (backed off)" if backed_off else "") if out else "-"
 
 
 def _validation_verdict(v) -> dict | None:
