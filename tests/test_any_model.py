@@ -95,6 +95,20 @@ def test_a_recipe_the_model_cannot_take_fails_alone(tmp_path, digits_data):
     assert any("FAILED" in ln for ln in lines)
 
 
+def test_a_keras3_model_converts_to_static_full_integer_for_an_edge_tpu(odd_keras3, data16, tmp_path):
+    """Coral converts with a static batch (a concrete function): the converter could not freeze a Keras 3 model's
+    variables through the model, they stayed READ_VARIABLE ops and int8 calibration failed (EfficientNetB0 in the
+    zoo; any Keras 3 model).  The dynamic-batch path (rpi4) was not affected."""
+    from edgekit import convert_for_device
+    train, test = data16
+    m = convert_for_device(odd_keras3, "coral-usb", ["int8-edgetpu"], train=train, eval=test, out=tmp_path / "o",
+                           log=lambda s: None)
+    assert not m.failed
+    (v,) = m.variants
+    assert v.inputs[0]["shape"][0] == 1 and v.inputs[0]["dtype"] == "uint8"  # static batch, uint8 I/O
+    assert "READ_VARIABLE" not in v.ops and v.accuracy >= m.reference_keras_accuracy - 0.05
+
+
 def test_the_qat_preflight_verdict_is_remembered_by_architecture(tmp_path, monkeypatch):
     """Wrapping NASNetMobile for QAT takes a minute; the verdict (ok, or the one-line reason) is remembered by
     architecture and versions, so converting the same model again (another device) does not wrap it again."""

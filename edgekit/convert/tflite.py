@@ -20,10 +20,15 @@ def _converter(model, static_batch: bool):
     from .._tf import tf
     if not static_batch:
         return tf.lite.TFLiteConverter.from_keras_model(model)
+    from ..keras3 import is_keras3_model
     spec = model.inputs[0]
     fn = tf.function(lambda x: model(x, training=False))
     concrete = fn.get_concrete_function(tf.TensorSpec([1, *spec.shape[1:]], spec.dtype, name="input"))
-    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    holder = model
+    if is_keras3_model(model):  # the converter cannot freeze a Keras 3 model's variables through the model: they
+        holder = tf.Module()  # stayed READ_VARIABLE ops and int8 calibration failed (EfficientNetB0 for coral)
+        holder.tf_variables = [getattr(v, "value", v) for v in model.variables]
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
 
 
 def convert(model, mode: str, io: str = "float32", calibration: Dataset | None = None,
