@@ -41,12 +41,15 @@ def accuracy_of(model, data: Dataset) -> float:
 
 def correct_of(model, data: Dataset) -> np.ndarray:
     """Per sample: is the Keras model's top class the label?"""
-    pred = model.predict(data.x, batch_size=512, verbose=0)
+    return _correct(model.predict(data.x, batch_size=512, verbose=0), data)
+
+
+def _correct(pred: np.ndarray, data: Dataset) -> np.ndarray:
     return pred.reshape(len(pred), -1).argmax(axis=1) == class_indices(data.labels)
 
 
 def _accuracy(pred: np.ndarray, data: Dataset) -> float:
-    return float((pred.reshape(len(pred), -1).argmax(axis=1) == class_indices(data.labels)).mean())
+    return float(_correct(pred, data).mean())
 
 
 def _probabilities(pred: np.ndarray) -> np.ndarray:
