@@ -137,6 +137,8 @@ def _annotate(model):
             return q.quantize_annotate_layer(layer)
         if how == "output":
             return q.quantize_annotate_layer(layer, quantize_config=config_class())
+        if how == "shared":
+            return q.quantize_annotate_layer(layer, quantize_config=noop_class())
         return layer
     annotated = keras.models.clone_model(model, clone_function=per_layer)
     return annotated, notes, {"OutputQuantizeConfig": config_class, "NoOpQuantizeConfig": noop_class}

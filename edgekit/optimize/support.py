@@ -124,9 +124,16 @@ def _preprocesses_input(layer) -> bool:
                                  for i in inbound)
 
 
+# int8 pooling ops whose output must have their input's scale.  TF-MOT gives AveragePooling2D a range of its own,
+# which an average makes narrower than its input's: the converter then requantizes the pool's input into that
+# range, clipping what a max pool beside it reads too (NASNetMobile: 0.972 in Keras QAT, 0.814 as int8).
+SAME_SCALE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+
+
 def qat_plan(layer) -> tuple[str, str | None]:
     """How QAT treats `layer`: ("tfmot", None) annotated as TF-MOT would, ("output", why) with our output-only
-    QuantizeConfig, or ("float", why) left float during training (the int8 converter calibrates it)."""
+    QuantizeConfig, ("shared", why) annotated with no quantizer (its int8 output takes its input's scale), or
+    ("float", why) left float during training (the int8 converter calibrates it)."""
     kind = kind_of(layer)
     if kind == "InputLayer":
         return "skip", None
@@ -142,6 +149,10 @@ def qat_plan(layer) -> tuple[str, str | None]:
     if kind == "SeparableConv2D":  # not in TF-MOT's registry, but its layout transform splits an annotated one
         return "tfmot", ("SeparableConv2D: split by TF-MOT into DepthwiseConv2D + 1x1 Conv2D for QAT (the same "
                          "outputs), so both halves are quantized and keep their zeros and clusters")
+    if kind in SAME_SCALE_POOLS:
+        return "shared", (f"{kind}: no fake-quant of its own on the output (as TF-MOT does for MaxPooling2D): "
+                          f"the int8 op shares its input's scale, and its own narrower range made the converter "
+                          f"requantize, and clip, the pool's input")
     if kind == "TFOpLambda":
         fn = layer.get_config().get("function")
         return "float", f"TFOpLambda ({fn}): left float in training; the converter quantizes it from calibration"
