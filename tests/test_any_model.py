@@ -437,3 +437,19 @@ def test_an_average_pool_keeps_its_input_scale_so_int8_matches_the_qat_model():
     int8_out = predict(convert(qmodel, "int8", "float32", data), x[:64])
     error = float(np.linalg.norm(int8_out - keras_out) / np.linalg.norm(keras_out))
     assert error < 0.04, error  # 0.10 when the pool's input was requantized into the pool's output range
+
+
+def test_a_converter_error_names_the_keras_layer_in_one_line():
+    """The converter's MLIR error, as it failed DenseNet121's PCQAT before the average-pool fix (recorded from the
+    zoo run), becomes one line naming the Keras layer; text without a location is kept as its first error line."""
+    from edgekit.convert.tflite import converter_error
+    recorded = ('<unknown>:0: error: loc(callsite(fused["AvgPool:", "densenet121/quant_pool2_pool/AvgPool@__inference_'
+                '<lambda>_215021"] at callsite(fused["StatefulPartitionedCall:", "StatefulPartitionedCall@__inference_'
+                'signature_wrapper_217955"] at fused["StatefulPartitionedCall:", "StatefulPartitionedCall"]))): '
+                "'tfl.average_pool_2d' op quantization parameters violate the same scale constraint: "
+                "!quant.uniform<i8:f32, 0.034:-128> vs. !quant.uniform<i8:f32, 0.012:-9>\n"
+                "<unknown>:0: note: loc(fused[...]): called from")
+    assert converter_error(recorded) == ("at layer 'pool2_pool' (tfl.average_pool_2d): quantization parameters "
+                                         "violate the same scale constraint")
+    assert converter_error("Traceback\nValueError: error: the model has no signature") == \
+        "ValueError: error: the model has no signature"

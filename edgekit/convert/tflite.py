@@ -1,6 +1,8 @@
 """The TFLite converter in each quantization mode a recipe can ask for."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..data import CALIBRATION_SAMPLES, Dataset
@@ -72,8 +74,26 @@ def finish(conv, mode: str, io: str, calibration: Dataset | None) -> bytes:
         with captured_stderr((1, 2)):  # also what the converter prints about a Keras 3 model's export
             return conv.convert()
     except Exception as e:
-        lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or str(e).splitlines() or [type(e).__name__]
-        raise ConversionError(f"TFLite converter failed ({mode}): {lines[0].strip()[:400]}") from e
+        raise ConversionError(f"TFLite converter failed ({mode}): {converter_error(str(e)) or type(e).__name__}") \
+            from e
+
+
+_AT = re.compile(r'fused\["[^"]*", "([^"@]+)@')
+_OP = re.compile(r"'(tfl\.\w+)' op ([^:!]+)")
+
+
+def converter_error(text: str) -> str:
+    """The converter's error in one line, naming the Keras layer where MLIR's location gives it: `fused["AvgPool:",
+    "densenet121/quant_pool2_pool/AvgPool@..."]` -> at layer 'pool2_pool'."""
+    lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines()
+    first = lines[0].strip() if lines else ""
+    at, op = _AT.search(first), _OP.search(first)
+    if at and op:
+        parts = at.group(1).split("/")
+        layer = parts[1] if len(parts) > 2 else parts[0]
+        layer = layer[len("quant_"):] if layer.startswith("quant_") else layer
+        return f"at layer '{layer}' ({op.group(1)}): {op.group(2).strip()}"
+    return first[:400]
 
 
 def convert_selective(model, calibration: Dataset, keep_float: list[str], static_batch: bool = False) -> bytes:
@@ -91,5 +111,5 @@ def convert_selective(model, calibration: Dataset, keep_float: list[str], static
                 converter=conv, debug_dataset=representative_dataset(calibration), debug_options=opts)
             return dbg.get_nondebug_quantized_model()
     except Exception as e:
-        lines = str(e).splitlines() or [type(e).__name__]
-        raise ConversionError(f"selective int8 conversion failed: {lines[0].strip()[:300]}") from e
+        raise ConversionError(f"selective int8 conversion failed: {converter_error(str(e)) or type(e).__name__}") \
+            from e
