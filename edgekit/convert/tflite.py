@@ -90,8 +90,7 @@ def converter_error(text: str) -> str:
     at, op = _AT.search(first), _OP.search(first)
     if at and op:
         parts = at.group(1).split("/")
-        layer = parts[1] if len(parts) > 2 else parts[0]
-        layer = layer[len("quant_"):] if layer.startswith("quant_") else layer
+        layer = (parts[1] if len(parts) > 2 else parts[0]).removeprefix("quant_")  # QAT's wrapper
         return f"at layer '{layer}' ({op.group(1)}): {op.group(2).strip()}"
     return first[:400]
 
