@@ -84,12 +84,13 @@ def _over(memory: float | None, reserve: float, seconds: float, peak: float, ela
 def _save(model, folder: Path, static_batch: bool) -> None:
     from .._quiet import captured_stderr
     from .._tf import tf
+    from .tflite import variables_holder
     spec = model.inputs[0]
     fn = tf.function(lambda x: model(x, training=False))
     batch = 1 if static_batch else None
     concrete = fn.get_concrete_function(tf.TensorSpec([batch, *spec.shape[1:]], spec.dtype, name="input"))
     with captured_stderr((1, 2)):
-        tf.saved_model.save(model, str(folder), signatures=concrete)
+        tf.saved_model.save(variables_holder(model), str(folder), signatures=concrete)
 
 
 def _save_for_rebuild(plain, qmodel, scheme: str, folder: Path) -> bool:

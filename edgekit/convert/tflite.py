@@ -22,15 +22,24 @@ def _converter(model, static_batch: bool):
     from .._tf import tf
     if not static_batch:
         return tf.lite.TFLiteConverter.from_keras_model(model)
-    from ..keras3 import is_keras3_model
     spec = model.inputs[0]
     fn = tf.function(lambda x: model(x, training=False))
     concrete = fn.get_concrete_function(tf.TensorSpec([1, *spec.shape[1:]], spec.dtype, name="input"))
-    holder = model
-    if is_keras3_model(model):  # the converter cannot freeze a Keras 3 model's variables through the model: they
-        holder = tf.Module()  # stayed READ_VARIABLE ops and int8 calibration failed (EfficientNetB0 for coral)
-        holder.tf_variables = [getattr(v, "value", v) for v in model.variables]
-    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], variables_holder(model))
+
+
+def variables_holder(model):
+    """What tracks a model's variables for the converter and for a SavedModel: the model itself, or for a Keras 3
+    model a tf.Module holding them.  Handed a Keras 3 model, neither the converter nor a SavedModel freezes its
+    variables: they stayed READ_VARIABLE ops, so int8 calibration failed (EfficientNetB0 for coral) and a float
+    flatbuffer read uninitialized weights (DenseNet121 converted in a child process: accuracy 0.11)."""
+    from .._tf import tf
+    from ..keras3 import is_keras3_model
+    if not is_keras3_model(model):
+        return model
+    holder = tf.Module()
+    holder.tf_variables = [getattr(v, "value", v) for v in model.variables]
+    return holder
 
 
 def convert(model, mode: str, io: str = "float32", calibration: Dataset | None = None,
