@@ -12,10 +12,10 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__, outdir
+from . import __version__, outdir, selective
 from .compat import device_problems, edgetpu_preflight
 from .data import (CALIBRATION_SAMPLES, Dataset, check_calibration, check_disjoint, check_fits, check_labels,
-                   class_indices, load_data, read_labels)
+                   load_data, read_labels)
 from .errors import ConfigError, ConversionError, DataError, OptimizationError, ResourceLimitError
 from .flatbuffer import parse_model
 from .manifest import Manifest, Variant
@@ -571,10 +571,7 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
         quant_notes["kept_float"] = sel["kept_float"]
         if sel.get("activations"):
             quant_notes["activations"] = sel["activations"]
-            # measured: MobileNetV2 (32x32) 1.3-1.8 ms int16x8 vs 0.03-0.04 ms int8, 0.05 ms float, one x86 thread
-            msg = ("16-bit activations (int16x8) run on LiteRT's reference kernels, not XNNPACK: expect it far "
-                   "slower than int8 and float on a CPU (int8's size, near-float accuracy); profile it before "
-                   "choosing it")
+            msg = selective.SPEED_NOTES[sel["activations"]]
             warnings.append(msg)
             log(f"{label}: WARNING  {msg}")
     if acc is not None:
@@ -810,8 +807,8 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
         keras_acc = steps[-1]["accuracy_before"]
     if recipe.selective:
         decide = optimizer.val if optimizer is not None else calibration
-        model_bytes = _selective(recipe, converted, plain, model_bytes, calibration, decide, profile, records, log,
-                                 label)
+        model_bytes = selective.choose(recipe, converted, plain, model_bytes, calibration, decide, profile, records,
+                                       log, label)
     try:
         counts = count(plain)
     except Exception:
@@ -897,84 +894,6 @@ def _checked_on_flatbuffer(recipe: Recipe, built: tuple, optimizer: _Optimizer, 
         log(f"{label}: check    kept {_settings_text(kept['settings'])} ({kept['drop_points']:+.1f} pts on "
             f"validation as a flatbuffer)")
     return built[0], built[1], records, built[3]
-
-
-def _selective(recipe: Recipe, converted, plain, model_bytes: bytes, calibration, decide, profile, records: list,
-               log: Log, label: str) -> bytes:
-    """int8 that changes the float model's answers: keep its 1, 2, then 4 worst layers float until it does not;
-    when no few layers are to blame (MobileNetV2: rounding adds up along 50 layers), 16-bit activations (int16x8,
-    weights still int8).
-
-    Judged by disagreement (samples whose top class int8 changes), not by accuracy: on a split carved from --train
-    that the model has learned, int8's accuracy drop is flattered (MobileNetV2: 0.4 points there, 1.5 on --eval)
-    while the answers it changes still show (1.8% there, 3.5% on --eval); a changed answer bounds the drop from
-    above, and needs no labels."""
-    import numpy as np
-
-    from .convert.tflite import convert, convert_selective
-    from .quant_error import worst_layers
-    from .validate import predict
-    if decide is None:
-        log(f"{label}: selective: skipped (no data from --train or --calibration to decide on)")
-        return model_bytes
-    t0 = time.perf_counter()
-    float_top = plain.predict(decide.x, batch_size=512, verbose=0).reshape(len(decide), -1).argmax(axis=1)
-    labelled = decide.y is not None
-
-    def judge(candidate: bytes) -> tuple[float, float | None]:
-        """(disagreement with the float model in %, accuracy or None without labels) on `decide`."""
-        top = predict(candidate, decide.x).reshape(len(decide), -1).argmax(axis=1)
-        acc = float(np.mean(top == class_indices(decide.labels))) if labelled else None
-        return 100.0 * float(np.mean(top != float_top)), acc
-    dis0, acc0 = judge(model_bytes)
-    rec: dict[str, Any] = {"step": "selective", "decided_on": decide.source, "samples": len(decide),
-                           "judged_by": "disagreement with the float model (% of samples whose top class changes)",
-                           "int8_disagreement": round(dis0, 2), "kept_float": [], "trials": []}
-    if labelled:
-        rec.update(reference_accuracy=round(float(np.mean(float_top == class_indices(decide.labels))), 4),
-                   int8_accuracy=round(acc0 or 0.0, 4))
-    budget = recipe.max_drop  # a changed answer bounds the drop from above: no margin on top
-    best, best_dis, best_acc = model_bytes, dis0, acc0
-    if dis0 > budget:
-        worst = worst_layers(model_bytes, plain, calibration.x, top=4)
-        for k in (1, 2, 4):
-            if k > len(worst):
-                break
-            keep = worst[:k]
-            candidate = convert_selective(converted, calibration, [t for w in keep for t in w["tensors"]],
-                                          profile.static_shapes)
-            dis, acc = judge(candidate)
-            rec["trials"].append({"kept_float": [w["layer"] for w in keep], "disagreement": round(dis, 2),
-                                  **({"accuracy": round(acc, 4)} if acc is not None else {})})
-            if dis < best_dis:
-                best, best_dis, best_acc, rec["kept_float"] = candidate, dis, acc, [w["layer"] for w in keep]
-            if dis <= budget:
-                break
-    if best_dis > budget:  # no few layers to blame: rounding adds up along the model; 16-bit activations
-        try:
-            candidate = convert(converted, "int16x8", "float32", calibration, profile.static_shapes)
-        except ConversionError as e:
-            rec["trials"].append({"activations": "int16", "error": str(e)[:200]})
-        else:
-            dis, acc = judge(candidate)
-            rec["trials"].append({"activations": "int16", "disagreement": round(dis, 2),
-                                  **({"accuracy": round(acc, 4)} if acc is not None else {})})
-            if dis < best_dis:
-                best, best_dis, best_acc, rec["kept_float"] = candidate, dis, acc, []
-                rec["activations"] = "int16"
-    rec.update(disagreement=round(best_dis, 2), seconds=round(time.perf_counter() - t0, 2), bytes=len(best))
-    if best_acc is not None:
-        rec["accuracy"] = round(best_acc, 4)
-    records.append(rec)
-    tried = "; ".join(", ".join(t["kept_float"]) if "kept_float" in t else "16-bit activations"
-                      for t in rec["trials"])
-    kept = ", ".join(rec["kept_float"]) or ("nothing (int8 is within budget)" if not rec["trials"] else
-                                            "none; 16-bit activations (int16x8) instead" if rec.get("activations")
-                                            else f"nothing helped (tried {tried})")
-    acc_text = f"; accuracy {acc0:.4f} -> {best_acc:.4f}" if best_acc is not None and acc0 is not None else ""
-    log(f"{label}: selective {rec['seconds']:5.1f} s  kept float: {kept}; answers changed by int8 {dis0:.1f}% -> "
-        f"{best_dis:.1f}% (budget {budget:g}){acc_text} on {len(decide)} samples")
-    return best
 
 
 def _with_channel_multiple(recipe: Recipe, profile: DeviceProfile) -> Recipe:

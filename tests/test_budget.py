@@ -223,41 +223,95 @@ def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_
     assert step["trials"][-1]["kept_float"] == step["kept_float"] and "disagreement" in step["judged_by"]
 
 
-def test_selective_int8_falls_back_to_16_bit_activations_when_no_layer_is_to_blame(digits_data, tmp_path):
-    """A constant channel of 1000 rides along the input (the model slices it off): int8's one input scale rounds
-    every pixel to zero before any layer runs, so keeping layers float cannot help; 16-bit activations can."""
+def _wide_input_data(digits_data, folder):
+    """Digits with a constant channel of 1000 riding along the input (the models slice it off): int8's one input
+    scale rounds every pixel to zero before any layer runs, so keeping layers float cannot help."""
     import numpy as np
-    from edgekit import convert_for_device
-    from edgekit._tf import keras
     from edgekit.data import load_data
     paths = {}
     for name, path in zip(("train", "test"), digits_data):
         d = load_data(path)
         x = np.concatenate([d.x, np.full_like(d.x, 1000.0)], axis=-1)
-        np.savez(tmp_path / f"{name}.npz", x=x, y=d.y)
-        paths[name] = tmp_path / f"{name}.npz"
+        np.savez(folder / f"{name}.npz", x=x, y=d.y)
+        paths[name] = folder / f"{name}.npz"
+    return paths
+
+
+def _wide_input_model(paths, hard_swish: bool = False):
+    from edgekit._tf import keras, tf
+    from edgekit.data import load_data
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 2))
     h = keras.layers.Flatten(name="flat")(inp[..., :1])
-    h = keras.layers.Dense(64, activation="relu", name="hidden")(h)
+    h = keras.layers.Dense(64, activation=None if hard_swish else "relu", name="hidden")(h)
+    if hard_swish:  # as MobileNetV3 writes it in TF ops: the converter fuses it into HARD_SWISH
+        h = h * tf.nn.relu6(h + 3.0) / 6.0
     m = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="out")(h))
     m.compile("adam", "sparse_categorical_crossentropy")
     tr = load_data(paths["train"])
     m.fit(tr.x, tr.y, epochs=15, verbose=0)
+    return m
+
+
+def _without_dynamic_range(folder):
+    """The local device profile, as a device whose runtime has no dynamic-range kernels."""
+    from edgekit.profiles import _find
+    local = _find("device_profiles", "local", "device profile").read_text()
+    assert "dynamic, " in local
+    (folder / "nodyn.yaml").write_text(local.replace("name: local", "name: nodyn").replace("dynamic, ", ""))
+    return str(folder / "nodyn.yaml")
+
+
+def test_selective_int8_falls_back_to_float_then_16_bit_activations_when_no_layer_is_to_blame(digits_data,
+                                                                                              tmp_path):
+    """On the wide input no layer kept float helps.  Float activations with int8 weights (dynamic range: each
+    input's ranges measured as it runs) keep the answers at int8's size; rpi4's tflite-runtime 2.14 cannot load
+    per-channel dense weights in them (FULLY_CONNECTED v12), so there they get one scale per layer; on a device
+    without dynamic-range kernels, 16-bit activations do.  Each says what it costs in speed."""
+    from edgekit import convert_for_device
+    paths = _wide_input_data(digits_data, tmp_path)
+    m = _wide_input_model(paths)
+    results = []
+    for device in ("local", "rpi4", _without_dynamic_range(tmp_path)):
+        lines: list = []
+        manifest = convert_for_device(m, device, ["int8", "int8-selective"], train=paths["train"],
+                                      eval=paths["test"], out=tmp_path / f"o{len(results)}", log=lines.append)
+        plain, sel = manifest.variant("int8"), manifest.variant("int8-selective")
+        assert manifest.reference_keras_accuracy > 0.9 and plain.accuracy < 0.5 and plain.within_budget is False
+        (step,) = [s for s in sel.steps if s["step"] == "selective"]
+        floats = [t for t in step["trials"] if "kept_float" in t]
+        assert floats and all(t["disagreement"] > 50 for t in floats)  # no layer kept float helped
+        assert step["int8_disagreement"] > 50 and step["disagreement"] <= 1.0 and step["kept_float"] == []
+        assert sel.within_budget and sel.accuracy >= manifest.reference_keras_accuracy - 0.01
+        assert sel.compatible and not sel.problems  # the device's own runtime loads it
+        assert sel.bytes < plain.bytes * 1.5  # int8 weights: int8's size, not float's
+        assert step["trials"][-1]["activations"] == step["activations"] == sel.quantization["activations"]
+        results.append((step, sel, lines))
+    (step, sel, lines), (step_pi, _sel_pi, _lines_pi), (step16, sel16, lines16) = results
+    assert step["activations"] == step_pi["activations"] == "float"
+    assert "dense_weights" not in step["trials"][-1] and step_pi["trials"][-1]["dense_weights"].startswith("per-tensor")
+    assert any("float activations (dynamic range, int8 weights) instead" in ln for ln in lines)
+    assert any("hybrid kernels" in w for w in sel.warnings)  # its speed cost is said, not left to find
+    assert step16["activations"] == "int16" and not any(t.get("activations") == "float" for t in step16["trials"])
+    assert any("16-bit activations (int16x8) instead" in ln for ln in lines16)
+    assert any("reference kernels" in w for w in sel16.warnings)
+
+
+def test_selective_int8_that_nothing_helps_is_flagged_and_says_what_it_tried(digits_data, tmp_path):
+    """The wide input with a hard-swish, on a device without dynamic-range kernels: no layer kept float helps and
+    the converter has no int16x8 HARD_SWISH.  The variant is int8 as it was, over budget, and says what it tried."""
+    from edgekit import convert_for_device
+    paths = _wide_input_data(digits_data, tmp_path)
+    m = _wide_input_model(paths, hard_swish=True)
     lines: list = []
-    manifest = convert_for_device(m, "local", ["int8", "int8-selective"], train=paths["train"], eval=paths["test"],
-                                  out=tmp_path / "o", log=lines.append)
-    plain, sel = manifest.variant("int8"), manifest.variant("int8-selective")
-    assert manifest.reference_keras_accuracy > 0.9 and plain.accuracy < 0.5 and plain.within_budget is False
+    manifest = convert_for_device(m, _without_dynamic_range(tmp_path), ["int8-selective"], train=paths["train"],
+                                  eval=paths["test"], out=tmp_path / "o", log=lines.append)
+    sel = manifest.variant("int8-selective")
     (step,) = [s for s in sel.steps if s["step"] == "selective"]
-    floats = [t for t in step["trials"] if "kept_float" in t]
-    assert floats and all(t["disagreement"] > 50 for t in floats)  # no layer kept float helped
-    assert step["trials"][-1]["activations"] == "int16" and step["activations"] == "int16"
-    assert step["int8_disagreement"] > 50 and step["disagreement"] <= 1.0 and step["kept_float"] == []
-    assert sel.quantization["activations"] == "int16" and sel.within_budget
-    assert sel.accuracy >= manifest.reference_keras_accuracy - 0.01
-    assert any("16-bit activations (int16x8) instead" in ln for ln in lines)
-    assert any("reference kernels" in w for w in sel.warnings)  # its speed cost is said, not left to find
+    (int16,) = [t for t in step["trials"] if t.get("activations") == "int16"]
+    assert "HARD_SWISH" in int16["error"] and "activations" not in step
+    assert sel.within_budget is False and sel.accuracy < 0.5
+    assert any("nothing helped (tried out; out, hidden; 16-bit activations (int16x8))" in ln for ln in lines)
 
 
 def test_structured_steps_search_their_strength_too(digits_model, digits_data, tmp_path):
@@ -546,3 +600,12 @@ def test_selective_int8_decided_on_a_split_the_model_trained_on_says_so(digits_m
     (warning,) = [ln for ln in lines if "has seen that split" in ln]
     assert "int8-selective saw fewer of int8's changed answers" in warning and "--val DATA" in warning
     assert "strength searches" not in warning  # no recipe searched a strength
+
+
+def test_changed_answers_need_one_standard_error_of_room_in_the_budget():
+    """int8-selective's rule: two changed answers of 280 (0.71%, s.e. 0.50) do not show int8 within a 1-point budget
+    (the bench's odd model changed 2 there and lost 1.5 points on --eval); one does; more data resolves more."""
+    from edgekit.optimize.search import changed_within
+    assert changed_within(0, 280, 1.0) and changed_within(1, 280, 1.0)
+    assert not changed_within(2, 280, 1.0)
+    assert changed_within(7, 1000, 1.0) and not changed_within(8, 1000, 1.0)  # 0.70 + 0.26; 0.80 + 0.28

@@ -339,3 +339,21 @@ def test_per_channel_clustering_in_batched_ops_matches_tf_mot_loop():
     for b, a in zip(before[1:], after[1:]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     assert np.abs(after[3]).sum() > 0  # the centroids do get a gradient
+
+
+def test_dense_weights_per_tensor_reach_the_child_process(monkeypatch):
+    """Dynamic range with one weight scale per dense layer (what tflite-runtime 2.14 loads: FULLY_CONNECTED v9, not
+    v12) is converted the same in a child process as in this one."""
+    from edgekit._tf import keras
+    from edgekit.convert.tflite import convert
+    from edgekit.flatbuffer import parse_model
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.layers.Input((64,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+    versions = {}
+    for where in ("never", "always"):
+        monkeypatch.setenv("EDGEKIT_CONVERT_ISOLATED", where)
+        for per_tensor in (False, True):
+            info = parse_model(convert(m, "dynamic", dense_per_tensor=per_tensor))
+            versions[where, per_tensor] = {o["version"] for o in info.ops if o["op"] == "FULLY_CONNECTED"}
+    assert versions["never", False] == versions["always", False] == {12}
+    assert versions["never", True] == versions["always", True] == {9}

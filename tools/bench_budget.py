@@ -96,7 +96,8 @@ def _strength(v) -> str:
             if s.get(key) is not None and ("search" in s or backed_off):
                 out.append(fmt.format(s[key]))
         if s.get("step") == "selective":
-            out.append("16-bit activations" if s.get("activations") else
+            out.append({"int16": "16-bit activations", "float": "float activations"}[s["activations"]]
+                       if s.get("activations") else
                        "float: " + (", ".join(s["kept_float"]) or "none"))
     return "; ".join(out) + (" (backed off)" if backed_off else "") if out else "-"
 

@@ -37,7 +37,8 @@ def main(argv: list[str]) -> int:
             _rebuild_qat(folder)
         cal = folder / "calibration.npy"
         calibration = Dataset(np.load(cal), None, "calibration") if cal.is_file() else None
-        data = finish(tf.lite.TFLiteConverter.from_saved_model(str(folder / "model")), mode, io, calibration)
+        data = finish(tf.lite.TFLiteConverter.from_saved_model(str(folder / "model")), mode, io, calibration,
+                      (folder / "dense_per_tensor").is_file())
         tmp = folder / "model.tflite.tmp"
         tmp.write_bytes(data)
         tmp.rename(folder / "model.tflite")

@@ -110,7 +110,7 @@ def _save_for_rebuild(plain, qmodel, scheme: str, folder: Path) -> bool:
 
 
 def convert_isolated(model, mode: str, io: str, calibration: Dataset | None, static_batch: bool,
-                     stats: dict | None = None, rebuild: tuple | None = None) -> bytes:
+                     stats: dict | None = None, rebuild: tuple | None = None, dense_per_tensor: bool = False) -> bytes:
     """Convert in a child process; `stats` (if given) receives the child's peak memory.  `rebuild`: (the model
     before QAT, the QAT scheme) when `model` is a QAT model, so the child rebuilds and traces it."""
     memory, reserve, seconds = limits()
@@ -121,6 +121,8 @@ def convert_isolated(model, mode: str, io: str, calibration: Dataset | None, sta
             (work / "static_batch").write_text("1" if static_batch else "0")
         else:
             _save(model, work / "model", static_batch)
+        if dense_per_tensor:
+            (work / "dense_per_tensor").write_text("1")
         if calibration is not None:
             np.save(work / "calibration.npy", calibration.sample(CALIBRATION_SAMPLES).x.astype(np.float32))
         with open(work / "stderr", "wb") as err:

@@ -43,27 +43,32 @@ def variables_holder(model):
 
 
 def convert(model, mode: str, io: str = "float32", calibration: Dataset | None = None,
-            static_batch: bool = False, stats: dict | None = None, rebuild: tuple | None = None) -> bytes:
+            static_batch: bool = False, stats: dict | None = None, rebuild: tuple | None = None,
+            dense_per_tensor: bool = False) -> bytes:
     """Convert a tf_keras model; returns the flatbuffer bytes.  `static_batch` fixes the batch at 1.  A large
     model is converted in a child process with a memory and time limit (`convert.isolated`; its peak memory goes
     into `stats`; `rebuild`: (the model before QAT, the QAT scheme) when `model` is a QAT model, so the child
-    rebuilds and traces it instead of this process)."""
+    rebuilds and traces it instead of this process).  `dense_per_tensor`: dynamic range with one weight scale per
+    dense layer instead of one per output channel (FULLY_CONNECTED v9 instead of v12, which runtimes before 2.17,
+    such as tflite-runtime 2.14, cannot load)."""
     if len(model.inputs) != 1:
         raise ConversionError(f"models with {len(model.inputs)} inputs are not supported yet (one input)")
     if mode in ("int8", "int16x8") and calibration is None:
         raise ConversionError(f"{mode} quantization needs calibration data (--calibration or --train)")
     from .isolated import convert_isolated, isolate
     if isolate(model):
-        return convert_isolated(model, mode, io, calibration, static_batch, stats, rebuild)
-    return finish(_converter(model, static_batch), mode, io, calibration)
+        return convert_isolated(model, mode, io, calibration, static_batch, stats, rebuild, dense_per_tensor)
+    return finish(_converter(model, static_batch), mode, io, calibration, dense_per_tensor)
 
 
-def finish(conv, mode: str, io: str, calibration: Dataset | None) -> bytes:
+def finish(conv, mode: str, io: str, calibration: Dataset | None, dense_per_tensor: bool = False) -> bytes:
     """Set a converter up for `mode` and `io` and run it (here, or in the isolated child)."""
     from .._tf import tf
     from .._quiet import captured_stderr
     if mode != "float32":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if dense_per_tensor:
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
     if mode == "float16":
         conv.target_spec.supported_types = [tf.float16]
     elif mode in ("int8", "int16x8"):

@@ -41,6 +41,15 @@ def verdict(reference: np.ndarray, correct: np.ndarray, max_drop: float) -> dict
             "noise_points": round(noise, 2), "changed_answers": lost + won, "within_budget": ok}
 
 
+def changed_within(changed: int, n: int, max_drop: float) -> bool:
+    """A quantized model judged by the answers it changes against the float one (`changed` of `n`; an upper bound
+    on its drop, needing no labels): their share plus Z standard errors within the budget.  Two changed answers of
+    280 (0.7%) is not enough evidence for a 1-point budget (the bench's odd model: 0.7% there, 1.5 points lost on
+    --eval); none or one is."""
+    n = max(n, 1)
+    return 100.0 * (changed + Z * math.sqrt(max(changed * (1.0 - changed / n), 0.0))) / n <= max_drop + 1e-9
+
+
 def verdict_text(v: dict, max_drop: float) -> str:
     """One verdict for a log line: '+0.4 pts (s.e. 0.9) on validation (budget 0.5, and 1 with one s.e.)'."""
     return (f"{v['drop_points']:+.1f} pts (s.e. {v['noise_points']:.1f}) on validation (budget {max_drop * MARGIN:g}, "
