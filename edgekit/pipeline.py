@@ -584,7 +584,9 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
                    f"select and sweep leave it out unless --include-over-budget")
             if recipe.mode in ("float32", "float16") and not recipe.steps:  # rounding cannot explain it
                 msg = (f"the {recipe.mode} flatbuffer does not reproduce the Keras model ({drop:.1f} points below "
-                       f"it): a conversion defect, not rounding; select and sweep leave it out")
+                       f"it), far more than float rounding explains: " + (
+                           "values beyond float16's range (65504) or a conversion defect" if recipe.mode == "float16"
+                           else "a conversion defect") + "; select and sweep leave it out")
             warnings.append(msg)
             log(f"{label}: WARNING  {msg}")
             if explain is not None and recipe.mode in ("int8", "int16x8"):

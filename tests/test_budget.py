@@ -609,3 +609,31 @@ def test_changed_answers_need_one_standard_error_of_room_in_the_budget():
     assert changed_within(0, 280, 1.0) and changed_within(1, 280, 1.0)
     assert not changed_within(2, 280, 1.0)
     assert changed_within(7, 1000, 1.0) and not changed_within(8, 1000, 1.0)  # 0.70 + 0.26; 0.80 + 0.28
+
+
+def test_a_float_variant_that_does_not_reproduce_the_keras_model_is_called_what_it_is(digits_data, tmp_path):
+    """Weights beyond float16's range (a layer scaled up by 1e6, scaled back after) are exact in float32 and inf in
+    float16: the float16 variant's answers collapse.  That is not the accuracy budget's rounding: its warning says
+    what it is, and it is left out like any variant over budget."""
+    from edgekit import convert_for_device
+    from edgekit._tf import keras
+    from edgekit.data import load_data
+    train, test = digits_data
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Dense(32, activation="relu", name="big")(keras.layers.Flatten()(inp))
+    m = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="out")(keras.layers.Rescaling(1e-6)(h)))
+    m.compile("adam", "sparse_categorical_crossentropy")
+    tr = load_data(train)
+    big = m.get_layer("big")
+    big.set_weights([w * 1e6 for w in big.get_weights()])  # trained at this scale: Rescaling brings it back
+    m.fit(tr.x, tr.y, epochs=10, verbose=0)
+    lines: list[str] = []
+    manifest = convert_for_device(m, "local", ["fp32", "fp16"], train=train, eval=test, out=tmp_path / "o",
+                                  log=lines.append)
+    fp32, fp16 = manifest.variant("fp32"), manifest.variant("fp16")
+    assert fp32.within_budget and fp32.accuracy_drop == 0.0 and not fp32.warnings
+    assert fp16.within_budget is False and fp16.accuracy_drop > 10  # the weights past 65504 are inf
+    (warning,) = [w for w in fp16.warnings if "does not reproduce the Keras model" in w]
+    assert "float16's range" in warning and "over the accuracy budget" not in warning
+    assert any("fp16: WARNING  the float16 flatbuffer does not reproduce" in ln for ln in lines)
