@@ -32,7 +32,8 @@ SPEED_NOTES = {
     "int16": ("16-bit activations (int16x8) run on LiteRT's reference kernels, not XNNPACK: expect it far slower "
               "than int8 and float on a CPU (int8's size, near-float accuracy); profile it before choosing it"),
     "float": ("float activations with int8 weights (dynamic range) run on hybrid kernels: expect it slower than "
-              "int8 and than float on a CPU (int8's size, near-float accuracy); profile it before choosing it"),
+              "int8 and than float on a CPU (about int8's size: layers under 1,024 weights stay float; near-float "
+              "accuracy); profile it before choosing it"),
 }
 _RUNGS = (("float", "dynamic", "float activations (dynamic range, int8 weights)"),
           ("int16", "int16x8", "16-bit activations (int16x8)"))
