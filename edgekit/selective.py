@@ -9,9 +9,10 @@ The ladder, each rung tried only while the best so far is over the budget, and o
    activations are not enough.
 A rung whose model the device's runtime cannot load is not taken; for float activations on a runtime before 2.17
 (tflite-runtime 2.14) dense layers get one weight scale each (FULLY_CONNECTED v9 instead of v12) first.
-Both fallbacks keep int8's size; float activations cost far less speed on a CPU (tools/bench_selective.py,
-MobileNetV2 32x32, one x86 thread: int8 0.035 ms, dynamic range 0.12 ms, float32 0.06 ms, int16x8 3.4 ms on
-LiteRT's reference kernels).
+Both fallbacks keep about int8's size.  On one CPU thread float activations cost far less speed than 16-bit ones
+(tools/bench_selective.py, MobileNetV2 32x32, x86, two runs: int8 0.033-0.035 ms, float32 0.053-0.061, dynamic
+range 0.062-0.119, int16x8 1.3-3.4 ms on LiteRT's reference kernels); with 2-4 threads on a loaded 2-core machine
+dynamic range fell to 4-6 ms (its hybrid kernels' threads contend), so both variants say: profile on the board.
 
 Judged by disagreement (samples whose top class changes against the float model), not by accuracy, with one
 standard error on top (two changed answers of 280 do not show that int8 is within a 1-point budget): on a split
