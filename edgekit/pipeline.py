@@ -725,8 +725,8 @@ def _memorized_split_hint(optimizer: _Optimizer, chosen: list[Recipe], ref_acc, 
     and keeps too little float.  Say so when the gap exceeds the share of the budget a decision may spend; --eval
     only reports here, it decides nothing."""
     from .optimize.search import MARGIN
-    selective = [r for r in chosen if r.selective]
-    if not optimizer.carved or ref_acc is None or eval_data is None or not (optimizer.searched or selective):
+    selecting = any(r.selective for r in chosen)
+    if not optimizer.carved or ref_acc is None or eval_data is None or not (optimizer.searched or selecting):
         return
     gap = optimizer.seen_gap = 100.0 * (optimizer.reference_on_val() - ref_acc)
     allowed = min((r.max_drop for r in chosen if r.steps or r.selective), default=None)
@@ -735,7 +735,7 @@ def _memorized_split_hint(optimizer: _Optimizer, chosen: list[Recipe], ref_acc, 
     what = ([f"the strength searches judged every candidate {gap:.1f} points too harshly and chose weaker settings"]
             if optimizer.searched else []) + (
         ["int8-selective saw fewer of int8's changed answers there than unseen data would show, and may have kept "
-         "too little in float"] if selective else [])
+         "too little in float"] if selecting else [])
     log(f"edgekit: warning: the model scores {optimizer.val_reference:.4f} on the validation split carved from "
         f"--train but {ref_acc:.4f} on --eval: it has seen that split, so {'; and '.join(what)}; give --val DATA "
         f"(held out from training) for decisions that hold on unseen data")
