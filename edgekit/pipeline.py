@@ -208,13 +208,15 @@ class _Optimizer:
         kind, cfg = STEPS[step], getattr(recipe, step)
         kw = {"teacher": self.model if recipe.distill else None, "distill": recipe.distill}
         if kind.searched(cfg) and kind.apply_auto is not None:
-            from .optimize.search import TRIALS
+            from .optimize.search import TRIALS, reporting
             self.reference_on_val()
             self.searched = True
             self.log(f"{self.label}: {step:<8} searching the strongest setting within {recipe.max_drop:g} points "
                      f"(at most {TRIALS} trials on {len(self.val)} validation samples from "
                      f"{'--train' if self.carved else '--val'})")
-            return kind.apply_auto(self, current, cfg, recipe, memo=self._memo(step, current, cfg, recipe), **kw)
+            with reporting(lambda line: self.log(f"{self.label}: {step:<8} {line}")):
+                return kind.apply_auto(self, current, cfg, recipe, memo=self._memo(step, current, cfg, recipe),
+                                       **kw)
         return kind.apply(self, current, cfg, recipe, **kw)
 
     def _memo(self, step: str, current, cfg, recipe: Recipe):

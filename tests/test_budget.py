@@ -428,6 +428,11 @@ def test_held_out_validation_data_decides_the_searches(digits_data, tmp_path):
     assert prune["search"]["validation_samples"] == len(val) and prune["search"]["budget_met"]
     assert prune["search"]["validation_reference_accuracy"] == m["validation_data"]["reference_accuracy"]
     assert "has seen that split" not in proc.stderr and f"{len(val)} validation samples from --val" in proc.stderr
+    # each trial is a line as it ends (progress on long work), with its setting and verdict
+    progress = [ln for ln in proc.stderr.splitlines() if "pruned-int8: prune    trial " in ln]
+    trials = prune["search"]["trials"]
+    assert len(progress) == len(trials) and f"trial 1/4: target {trials[0]['target']} -> " in progress[0]
+    assert all(("within" if t["within_budget"] else "over") in ln for t, ln in zip(trials, progress))
     # the search spends the budget on data the model never saw: within it on eval up to validation-to-eval noise
     # (0.5 point), and flagged whenever over
     assert v["accuracy_drop"] <= 1.5 and v["within_budget"] == (v["accuracy_drop"] <= 1.0), proc.stderr

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +62,19 @@ def rule(max_drop: float) -> dict:
     """What `verdict` holds a candidate to, for the records."""
     return {"validation_budget": max_drop * MARGIN, "noise_z": Z,
             "rule": f"drop <= {MARGIN:g} x budget, and drop + {Z:g} x its standard error <= budget"}
+
+
+_PROGRESS: ContextVar[Callable[[str], None] | None] = ContextVar("edgekit_search_progress", default=None)
+
+
+@contextmanager
+def reporting(log: Callable[[str], None]) -> Iterator[None]:
+    """Searches inside this block report each trial as it ends (a ResNet50V2 trial takes minutes)."""
+    token = _PROGRESS.set(log)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 def _between(a, b):
@@ -131,10 +146,18 @@ def strongest(settings: tuple, run: Callable, score: Callable, reference: np.nda
             errors.append(e)
             trials.append({what: s, "error": str(e)[:200], "within_budget": False, **mark,
                            "seconds": round(time.perf_counter() - t0, 1)})
+            _report(f"could not run: {str(e)[:120]}")
             return False, None, 0.0
         v = verdict(reference, score(model), max_drop)
         trials.append({what: s, **v, **mark, "seconds": round(time.perf_counter() - t0, 1)})
+        _report(f"{verdict_text(v, max_drop)}: {'within' if v['within_budget'] else 'over'}")
         return v["within_budget"], (s, model, details), v["validation_accuracy"]
+
+    def _report(outcome: str) -> None:
+        log = _PROGRESS.get()
+        if log is not None:
+            t = trials[-1]
+            log(f"trial {len(trials)}/{TRIALS}: {what} {t[what]} -> {outcome} ({t['seconds']:.0f} s)")
 
     while lo <= hi and len(trials) < TRIALS:
         mid = (lo + hi) // 2
