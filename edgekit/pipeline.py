@@ -596,8 +596,11 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
                 if quant_notes["largest_errors"]:
                     worst = ", ".join(f"'{w['layer']}' ({w['kind']}, {w['relative_error']:.3f})"
                                       for w in quant_notes["largest_errors"])
-                    note = f"largest {recipe.mode} error vs the float model (relative, per layer output): {worst}" + (
-                        "" if recipe.selective else "; the int8-selective recipe keeps such layers float")
+                    hint = ("" if recipe.selective or recipe.qat else
+                            "; quantization-aware training (the pcqat-int8-edgetpu recipe) trains the model for "
+                            "int8, as the Edge TPU needs every layer int8" if profile.edgetpu else
+                            "; the int8-selective recipe keeps such layers float")
+                    note = f"largest {recipe.mode} error vs the float model (relative, per layer output): {worst}{hint}"
                     warnings.append(note)
                     log(f"{label}: WARNING  {note}")
     return Variant(

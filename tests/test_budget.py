@@ -201,6 +201,23 @@ def test_a_flatbuffer_over_budget_backs_off_the_searched_step_and_keeps_the_best
     assert v.within_budget is False
 
 
+def test_int8_over_budget_points_to_the_fallback_the_device_can_run(digits_data, tmp_path):
+    """The largest-error warning of an int8 variant over budget names the way out: int8-selective on a CPU, which
+    keeps layers float; on the Edge TPU, which needs every layer int8, quantization-aware training."""
+    from edgekit import convert_for_device
+    train, test = digits_data
+    m = _outlier_model(train)
+    hints = {}
+    for device, recipe in (("local", "int8"), ("coral-usb", "int8-edgetpu")):
+        v = convert_for_device(m, device, [recipe], train=train, eval=test, out=tmp_path / device,
+                               log=lambda s: None).variant(recipe)
+        assert v.within_budget is False
+        (hints[device],) = [w for w in v.warnings if w.startswith("largest int8 error")]
+    assert "'hidden'" in hints["local"] and "int8-selective recipe keeps such layers float" in hints["local"]
+    assert "'hidden'" in hints["coral-usb"] and "pcqat-int8-edgetpu" in hints["coral-usb"]
+    assert "int8-selective" not in hints["coral-usb"]
+
+
 def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_path):
     """One hidden unit with a huge range (read by nobody) makes per-tensor int8 round every other unit to zero:
     int8 collapses; int8-selective finds the layers with the largest int8 error and keeps them float until int8
