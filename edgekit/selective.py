@@ -56,20 +56,24 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
     float_top = plain.predict(decide.x, batch_size=512, verbose=0).reshape(len(decide), -1).argmax(axis=1)
     labelled = decide.y is not None
 
-    def judge(candidate: bytes) -> tuple[float, float | None]:
-        """(disagreement with the float model in %, accuracy or None without labels) on `decide`."""
-        top = predict(candidate, decide.x).reshape(len(decide), -1).argmax(axis=1)
-        acc = float(np.mean(top == class_indices(decide.labels))) if labelled else None
-        return 100.0 * float(np.mean(top != float_top)), acc
-    dis0, acc0 = judge(model_bytes)
     budget, n = recipe.max_drop, len(decide)  # a changed answer bounds the drop from above: no half-budget margin
 
-    def ok(dis: float) -> bool:  # the changed answers plus one standard error within the budget
-        return changed_within(round(dis * n / 100.0), n, budget)
+    def judge(candidate: bytes) -> tuple[int, float | None]:
+        """(answers changed against the float model, accuracy or None without labels) on `decide`."""
+        top = predict(candidate, decide.x).reshape(n, -1).argmax(axis=1)
+        acc = float(np.mean(top == class_indices(decide.labels))) if labelled else None
+        return int(np.sum(top != float_top)), acc
+
+    def pct(changed: int) -> float:  # disagreement in % of the samples
+        return round(100.0 * changed / n, 2)
+
+    def ok(changed: int) -> bool:  # the changed answers plus one standard error within the budget
+        return changed_within(changed, n, budget)
+    dis0, acc0 = judge(model_bytes)
     rec: dict[str, Any] = {"step": "selective", "decided_on": decide.source, "samples": n,
                            "judged_by": "disagreement with the float model (% of samples whose top class changes)",
                            "rule": f"changed answers + {Z:g} standard error <= budget",
-                           "int8_disagreement": round(dis0, 2), "kept_float": [], "trials": []}
+                           "int8_disagreement": pct(dis0), "kept_float": [], "trials": []}
     if labelled:
         rec.update(reference_accuracy=round(float(np.mean(float_top == class_indices(decide.labels))), 4),
                    int8_accuracy=round(acc0 or 0.0, 4))
@@ -79,7 +83,7 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
         """Judge a candidate; keep it if it changes fewer answers than the best so far.  True if it did."""
         nonlocal best, best_dis, best_acc
         dis, acc = judge(candidate)
-        trial.update(disagreement=round(dis, 2), **({"accuracy": round(acc, 4)} if acc is not None else {}))
+        trial.update(disagreement=pct(dis), **({"accuracy": round(acc, 4)} if acc is not None else {}))
         rec["trials"].append(trial)
         if dis >= best_dis:
             return False
@@ -114,12 +118,12 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
             continue
         if consider(candidate, trial):
             rec["kept_float"], rec["activations"] = [], kind
-    rec.update(disagreement=round(best_dis, 2), seconds=round(time.perf_counter() - t0, 2), bytes=len(best))
+    rec.update(disagreement=pct(best_dis), seconds=round(time.perf_counter() - t0, 2), bytes=len(best))
     if best_acc is not None:
         rec["accuracy"] = round(best_acc, 4)
     records.append(rec)
     log(f"{label}: selective {rec['seconds']:5.1f} s  kept float: {_kept_text(rec)}; answers changed by int8 "
-        f"{dis0:.1f}% -> {best_dis:.1f}% (budget {budget:g})" + (
+        f"{pct(dis0):.1f}% -> {pct(best_dis):.1f}% (budget {budget:g})" + (
             f"; accuracy {acc0:.4f} -> {best_acc:.4f}" if best_acc is not None and acc0 is not None else "") +
         f" on {n} samples")
     return best
