@@ -127,6 +127,11 @@ def device_problems(info: ModelInfo, profile: DeviceProfile) -> tuple[list[str],
         problems.append(f"{profile.name} needs static input shapes")
     if profile.max_model_bytes and info.bytes > profile.max_model_bytes:
         problems.append(f"model is {info.bytes} bytes, over {profile.name}'s {profile.max_model_bytes}")
+    if profile.param_cache_bytes and info.bytes > profile.param_cache_bytes:
+        cache = profile.param_cache_bytes / 2**20
+        warnings.append(f"model is {info.bytes / 2**20:.1f} MB, over {profile.name}'s {cache:g} MB on-chip "
+                        f"parameter cache: the rest of its parameters are streamed from host memory on every "
+                        f"inference (slower; profile it, or compress it below the cache)")
     if profile.edgetpu:
         problems += [p for p in edgetpu_preflight(info).problems if p not in problems]
     else:

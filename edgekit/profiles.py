@@ -70,7 +70,10 @@ class DeviceProfile:
     default_recipes: tuple[str, ...] = rule()
     cores: int | None = rule(None, minimum=1)
     memory_mb: int | None = rule(None, minimum=1)
-    max_model_bytes: int | None = rule(None, minimum=1)
+    max_model_bytes: int | None = rule(None, minimum=1)  # a hard limit (flash, an asset budget): over it, a problem
+    # an accelerator's on-chip parameter cache (the Edge TPU's ~8 MB): a larger model still runs, with the rest of
+    # its parameters streamed from host memory on every inference, so it is a warning, not a problem
+    param_cache_bytes: int | None = rule(None, minimum=1)
     thermal: Thermal = Thermal()
     software: Software = Software()
     channel_multiple: int | str = rule(8, check=_tile_check)  # int8 kernel channel tile; 'auto' = this machine's CPU

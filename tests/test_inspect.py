@@ -77,3 +77,25 @@ def test_inspect_notes_layers_off_the_device_channel_tile(tmp_path):
     assert any("off rpi4's 8-channel kernel tile" in w and "20 channels cost what 24 do" in w for w in off), off
     on = json.loads(run_cli("inspect", paths[24], "--device", "rpi4", "--json").stdout)["device"]["warnings"]
     assert not any("kernel tile" in w for w in on), on
+
+
+def test_a_model_over_the_edgetpu_parameter_cache_is_a_warning_a_hard_size_limit_a_problem(int8_path, tmp_path):
+    """The Edge TPU's ~8 MB is an on-chip cache, not a limit: a larger model runs with the rest of its parameters
+    streamed from host memory (ResNet50V2's 24 MB int8 was flagged incompatible on coral-usb). A profile's
+    max_model_bytes (flash, an asset budget) stays a problem."""
+    from edgekit.profiles import _data_dir, load_profile
+    coral = load_profile("coral-usb")
+    assert coral.param_cache_bytes == 8 * 2**20 and coral.max_model_bytes is None
+    text = (_data_dir("device_profiles") / "coral-usb.yaml").read_text()
+    size = int8_path.stat().st_size
+    for key in ("param_cache_bytes", "max_model_bytes"):
+        y = tmp_path / f"{key}.yaml"
+        y.write_text(text.replace("param_cache_bytes: 8388608", f"{key}: {size - 1}").replace("name: coral-usb",
+                                                                                             f"name: {key}"))
+        dev = json.loads(run_cli("inspect", int8_path, "--device", y, "--json").stdout)["device"]
+        cache = [w for w in dev["warnings"] if "on-chip parameter cache" in w]
+        over = [p for p in dev["problems"] if f"over {key}'s" in p]
+        if key == "param_cache_bytes":
+            assert cache and "streamed from host memory" in cache[0] and not over, dev
+        else:
+            assert over and not cache, dev
