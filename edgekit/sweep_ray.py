@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from . import outdir
 from .errors import ConfigError, EdgekitError
 from .manifest import Manifest, Variant, load_manifest
 from .profiles import Recipe
+from .scratch import scratch
 
 log = logging.getLogger("edgekit.sweep")
 
@@ -93,8 +93,7 @@ def convert_group(model_blob, train_blob, calibration_blob, eval_blob, device: s
     data_blobs = {"train": train_blob, "calibration": calibration_blob, "eval": eval_blob}
     from .pipeline import convert_for_device, variant_files
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgekit-ray-") as tmp:
-        root = Path(tmp)
+    with scratch("edgekit-ray-") as root:
         model = _unpack(model_blob, root / "model")
         data = {k: _unpack(v, root / k) for k, v in data_blobs.items()}
         lines: list[str] = []

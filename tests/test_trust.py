@@ -3,6 +3,7 @@ TFLite Micro, and choices that must say which model they are about."""
 import json
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -357,3 +358,40 @@ def test_dense_weights_per_tensor_reach_the_child_process(monkeypatch):
             versions[where, per_tensor] = {o["version"] for o in info.ops if o["op"] == "FULLY_CONNECTED"}
     assert versions["never", False] == versions["always", False] == {12}
     assert versions["never", True] == versions["always", True] == {9}
+
+
+def test_a_killed_run_leaves_no_scratch_folder_behind_and_only_ours_are_swept(monkeypatch, tmp_path):
+    """A run killed mid-conversion (the kernel's OOM killer, a user's kill -9) cannot remove its child's SavedModel
+    folder (~100 MB for ResNet50V2, memory on a tmpfs).  The next conversion removes it: its marker names a process
+    that is gone.  A folder of the same prefix without our marker, and one whose process still runs, stay."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from edgekit._tf import keras
+    from edgekit.convert.tflite import convert
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = ("import sys, time; from edgekit.scratch import scratch\n"
+            "with scratch('edgekit-convert-') as p:\n"
+            "    (p / 'model').mkdir(); (p / 'model' / 'saved_model.pb').write_bytes(b'x' * 4096)\n"
+            "    print(p, flush=True); time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    killed = Path(proc.stdout.readline().strip())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "model" / "saved_model.pb").is_file()  # what a killed run leaves
+    foreign = tmp_path / "edgekit-convert-not-ours"
+    (foreign / "model").mkdir(parents=True)
+    from edgekit.scratch import scratch
+    with scratch("edgekit-ray-") as live:  # this process's own, still in use
+        live_twin = tmp_path / "edgekit-convert-live"
+        shutil.copytree(live, live_twin)
+        monkeypatch.setenv("EDGEKIT_CONVERT_ISOLATED", "always")
+        m = keras.Sequential([keras.layers.Input((8,)), keras.layers.Dense(4)])
+        assert len(convert(m, "float32")) > 0  # a real conversion in a child process: it sweeps first
+        assert not killed.exists()
+        assert foreign.is_dir() and live_twin.is_dir() and live.is_dir()
+    left = sorted(p.name for p in tmp_path.glob("edgekit-*"))
+    assert left == ["edgekit-convert-live", "edgekit-convert-not-ours"], left

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 from ..data import CALIBRATION_SAMPLES, Dataset
 from ..errors import ConfigError, ConversionError, ResourceLimitError
 from ..memory import available_mb, env_number, rss_mb
+from ..scratch import scratch
 
 ISOLATE_PARAMS = 5_000_000
 POLL_S = 0.1
@@ -114,8 +114,7 @@ def convert_isolated(model, mode: str, io: str, calibration: Dataset | None, sta
     """Convert in a child process; `stats` (if given) receives the child's peak memory.  `rebuild`: (the model
     before QAT, the QAT scheme) when `model` is a QAT model, so the child rebuilds and traces it."""
     memory, reserve, seconds = limits()
-    with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as tmp:
-        work = Path(tmp)
+    with scratch("edgekit-convert-") as work:
         rebuilt = rebuild is not None and _save_for_rebuild(rebuild[0], model, rebuild[1], work)
         if rebuilt:
             (work / "static_batch").write_text("1" if static_batch else "0")
