@@ -114,21 +114,17 @@ def _validation_verdict(v) -> dict | None:
 
 def _eval_noise(model_path: Path, test: Path, out: Path, manifest) -> dict[str, float]:
     """Per variant, the standard error (points) of its drop on eval: the paired difference of its answers and the
-    Keras model's, sample by sample.  A variant that changes many answers has a drop the eval set cannot resolve
-    to a point either (MobileNetV2's fine-tunes change ~14% of them)."""
+    Keras model's, sample by sample (edgekit's own verdict, as on validation).  A variant that changes many answers
+    has a drop the eval set cannot resolve to a point either (MobileNetV2's fine-tunes change ~14% of them)."""
     from edgekit.compress.sensitivity import correct_of
     from edgekit.data import load_data
     from edgekit.modelio import load_keras_model
-    from edgekit.optimize.search import paired_noise
+    from edgekit.optimize.search import verdict
     from edgekit.validate import correct
     data = load_data(test)
     reference = correct_of(load_keras_model(model_path), data)
-    out_noise = {}
-    for v in manifest.variants:
-        got = correct((out / v.path).read_bytes(), data)
-        lost, won = int(np.sum(reference & ~got)), int(np.sum(~reference & got))
-        out_noise[v.name] = paired_noise(lost, won, len(reference))
-    return out_noise
+    return {v.name: verdict(reference, correct((out / v.path).read_bytes(), data), v.max_drop or 1.0)["noise_points"]
+            for v in manifest.variants}
 
 
 def main() -> int:

@@ -37,13 +37,13 @@ def verdict(reference: np.ndarray, correct: np.ndarray, max_drop: float) -> dict
     n = max(len(reference), 1)
     lost, won = int(np.sum(reference & ~correct)), int(np.sum(~reference & correct))
     drop = 100.0 * (lost - won) / n
-    noise = paired_noise(lost, won, n)
+    noise = _noise(lost, won, n)
     ok = drop <= max_drop * MARGIN + 1e-9 and drop + Z * noise <= max_drop + 1e-9
     return {"validation_accuracy": round(float(np.mean(correct)), 4), "drop_points": round(drop, 2),
             "noise_points": round(noise, 2), "changed_answers": lost + won, "within_budget": ok}
 
 
-def paired_noise(lost: int, won: int, n: int) -> float:
+def _noise(lost: int, won: int, n: int) -> float:
     """The standard error, in points, of a paired difference in which `lost` and `won` of `n` answers changed."""
     return 100.0 * math.sqrt(max(lost + won - (lost - won) ** 2 / n, 0.0)) / n
 
@@ -54,7 +54,7 @@ def changed_within(changed: int, n: int, max_drop: float) -> bool:
     280 (0.7%) is not enough evidence for a 1-point budget (the bench's odd model: 0.7% there, 1.5 points lost on
     --eval); none or one is."""
     n = max(n, 1)
-    return 100.0 * changed / n + Z * paired_noise(changed, 0, n) <= max_drop + 1e-9
+    return 100.0 * changed / n + Z * _noise(changed, 0, n) <= max_drop + 1e-9
 
 
 def verdict_text(v: dict, max_drop: float) -> str:
