@@ -162,6 +162,9 @@ def to_tf_keras(model, check_x: np.ndarray | None = None):
                 return made[id(v)] if isinstance(v, keras.KerasTensor) else v
             args = tree.map_structure(swap, node.arguments.args)
             kwargs = tree.map_structure(swap, node.arguments.kwargs)
+            # Keras 3 records `training=False` in the node of a layer such as Dropout and overrides it with the
+            # model's own mode when the model runs; a tf_keras layer would keep it, and train with its dropout off
+            kwargs.pop("training", None)
             out = twins[op.name][0](*args, **kwargs)
             for a, b in zip(tree.flatten(node.output_tensors), tree.flatten(out)):
                 made[id(a)] = b

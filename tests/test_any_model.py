@@ -202,6 +202,25 @@ def test_keras3_rebuild_is_exact_and_names_what_it_cannot_carry(odd_keras3):
         keras3.to_tf_keras(odd)
 
 
+def test_keras3_dropout_still_drops_when_the_rebuilt_model_trains():
+    """Keras 3 records `training=False` in a Dropout's node (and overrides it when the model runs); carried over to
+    tf_keras as it is, the rebuilt model's dropout was off in every fine-tune, so a Keras 3 MobileNetV3 or
+    EfficientNet fine-tuned differently from the same model in tf_keras."""
+    import keras
+    from edgekit import keras3
+    inp = keras.Input((64,))
+    out = keras.layers.Dense(4, name="head")(keras.layers.Dropout(0.5, name="drop")(inp))
+    model = keras.Model(inp, out)
+    x = np.ones((256, 64), np.float32)
+    twin = keras3.to_tf_keras(model, x)
+    assert np.max(np.abs(model.predict(x, verbose=0) - twin.predict(x, verbose=0))) <= keras3.TOLERANCE
+    dropped = keras3.to_tf_keras(keras.Model(inp, model.get_layer("drop").output))
+    kept = np.asarray(dropped(x, training=True))
+    assert 0.4 < float((kept == 0).mean()) < 0.6  # about half dropped, the rest scaled by 2
+    assert np.allclose(kept[kept != 0], 2.0)
+    assert float(np.abs(np.asarray(twin(x, training=True)) - np.asarray(twin(x, training=False))).max()) > 0.1
+
+
 def test_keras3_activations_and_tensor_operators_are_rebuilt_for_tf_mot():
     """Keras 3's MobileNetV3 has Activation('hard_silu') (no such name in tf_keras; its 'hard_sigmoid' is another
     function) and `x + 3.0` / `x * (1 / 6)` as operations, not layers: every TF-MOT recipe failed on it.  They are
