@@ -128,3 +128,17 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
                                       | {chosen[layer.name][1]["name"]})})
     out.sort(key=lambda r: -r["relative_error"])
     return out[:top]
+
+
+def error_note(mode: str, largest: list[dict], kept_float: list[str], hint: str = "") -> str | None:
+    """The warning line of a variant over budget: where its `mode` error is largest (`largest`, from worst_layers,
+    without the layers int8-selective keeps float), or, when every layer it could name is kept float already,
+    that the error comes from the int8 tensors before them."""
+    kept = f" (kept float already: {', '.join(kept_float)})" if kept_float else ""
+    if largest:
+        worst = ", ".join(f"'{w['layer']}' ({w['kind']}, {w['relative_error']:.3f})" for w in largest)
+        return f"largest {mode} error vs the float model (relative, per layer output): {worst}{hint}{kept}"
+    if kept_float:
+        return (f"{mode} error remains with {', '.join(kept_float)} kept float: it comes from the tensors still "
+                f"{mode} before them (the input's quantization scale, or activations between the layers)")
+    return None

@@ -1,5 +1,6 @@
 """The accuracy budget: the strongest compression that keeps accuracy, and never a silent collapse."""
 import json
+from pathlib import Path
 
 from conftest import run_cli
 
@@ -240,21 +241,23 @@ def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_
     assert step["trials"][-1]["kept_float"] == step["kept_float"] and "disagreement" in step["judged_by"]
 
 
-def _wide_input_data(digits_data, folder):
+def _wide_input_data(digits_data, folder, wide: float = 1000.0):
     """Digits with a constant channel of 1000 riding along the input (the models slice it off): int8's one input
-    scale rounds every pixel to zero before any layer runs, so keeping layers float cannot help."""
+    scale rounds every pixel to zero before any layer runs, so keeping layers float cannot help (`wide` 300: it
+    leaves the pixels 14 levels, and costs a few points)."""
     import numpy as np
     from edgekit.data import load_data
     paths = {}
     for name, path in zip(("train", "test"), digits_data):
         d = load_data(path)
-        x = np.concatenate([d.x, np.full_like(d.x, 1000.0)], axis=-1)
+        x = np.concatenate([d.x, np.full_like(d.x, wide)], axis=-1)
         np.savez(folder / f"{name}.npz", x=x, y=d.y)
         paths[name] = folder / f"{name}.npz"
     return paths
 
 
-def _wide_input_model(paths, hard_swish: bool = False):
+def _wide_input_model(paths, hard_swish: bool = False, outlier: bool = False):
+    import numpy as np
     from edgekit._tf import keras, tf
     from edgekit.data import load_data
     keras.utils.set_random_seed(0)
@@ -267,6 +270,13 @@ def _wide_input_model(paths, hard_swish: bool = False):
     m.compile("adam", "sparse_categorical_crossentropy")
     tr = load_data(paths["train"])
     m.fit(tr.x, tr.y, epochs=15, verbose=0)
+    if outlier:  # and _outlier_model's unit of a huge range in 'hidden'
+        k, b = m.get_layer("hidden").get_weights()
+        k[:, 0], b[0] = np.abs(k[:, 0]) * 2000 + 50, 1000.0
+        m.get_layer("hidden").set_weights([k, b])
+        k2, b2 = m.get_layer("out").get_weights()
+        k2[0, :] = 0
+        m.get_layer("out").set_weights([k2, b2])
     return m
 
 
@@ -329,6 +339,30 @@ def test_selective_int8_that_nothing_helps_is_flagged_and_says_what_it_tried(dig
     assert "HARD_SWISH" in int16["error"] and "activations" not in step
     assert sel.within_budget is False and sel.accuracy < 0.5
     assert any("nothing helped (tried out; out, hidden; 16-bit activations (int16x8))" in ln for ln in lines)
+
+
+def test_selective_int8_over_budget_does_not_blame_the_layers_it_kept_float(digits_data, tmp_path):
+    """The outlier unit (fixed by keeping its layers float) on a wide input of 300 (which no layer kept float fixes),
+    on a device with neither float nor 16-bit activations: int8-selective keeps 'hidden' and 'out' float, gets most
+    answers back and stays over budget.  Its warning must not name those layers as the largest int8 error (their
+    outputs carry the error of the input before them: EfficientNetB0's selective variant named the SE convs it had
+    kept float), and says where the error comes from instead."""
+    from edgekit import convert_for_device
+    paths = _wide_input_data(digits_data, tmp_path, wide=300.0)
+    m = _wide_input_model(paths, outlier=True)
+    device = _without_dynamic_range(tmp_path)
+    Path(device).write_text(Path(device).read_text().replace(", int16x8]", "]"))
+    lines: list = []
+    manifest = convert_for_device(m, device, ["int8-selective"], train=paths["train"], eval=paths["test"],
+                                  out=tmp_path / "o", log=lines.append)
+    sel = manifest.variant("int8-selective")
+    (step,) = [s for s in sel.steps if s["step"] == "selective"]
+    assert set(step["kept_float"]) == {"hidden", "out"} and step["int8_accuracy"] < 0.5 < step["accuracy"]
+    assert sel.within_budget is False
+    assert not any(w.startswith("largest int8 error") for w in sel.warnings)
+    (note,) = [w for w in sel.warnings if "kept float" in w]
+    assert "error remains" in note and "input's quantization scale" in note
+    assert any(note in ln for ln in lines)
 
 
 def test_structured_steps_search_their_strength_too(digits_model, digits_data, tmp_path):
