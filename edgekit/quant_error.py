@@ -52,10 +52,12 @@ def _compared(chain: list, tensor_name: str):
     return chain[1] if len(chain) > 1 and kind_of(chain[1]) == "BatchNormalization" else chain[0]
 
 
-def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, samples: int = 16) -> list[dict]:
+def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, samples: int = 16,
+                 input_too: bool = True) -> list[dict]:
     """The `top` layers whose int8 output differs most from the float model's: [{layer, kind, relative_error,
     tensors}] (error = |q - f| / |f| per output channel over `samples` inputs, averaged over the channels), most
-    wrong first.  Layers with no matching tensor are skipped."""
+    wrong first.  Layers with no matching tensor are skipped.  With `input_too`, the model's input quantization is
+    a candidate as well (layer 'input', kind 'input quantization')."""
     from ai_edge_litert.interpreter import Interpreter
     from ._quiet import captured_stderr
     from .validate import dequantize_output, quantize_input
@@ -106,28 +108,48 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
     if not chosen:
         return []
     inp = it.get_input_details()[0]
+    # the input itself: an int8 model's first QUANTIZE (float input) or its int8 input tensor; one scale for all
+    # channels rounds a channel of small values away when another is wide (unnormalized sensor data, a raw offset)
+    first = next((int(op["outputs"][0]) for op in it._get_ops_details()
+                  if op["op_name"] == "QUANTIZE" and int(inp["index"]) in [int(t) for t in op["inputs"]]), None)
+    entry = next((d for d in details if d["index"] == first), None) if first is not None else (
+        inp if np.issubdtype(inp["dtype"], np.integer) else None)
     got: dict[str, list] = {name: [] for name in chosen}
+    seen_in: list = []
     for i in range(len(x)):
         it.set_tensor(inp["index"], quantize_input(x[i:i + 1], inp))
         it.invoke()
         for name, (_, d) in chosen.items():
             got[name].append(dequantize_output(it.get_tensor(d["index"]), {"dtype": d["dtype"],
                                                                              "quantization": d["quantization"]}))
-    out = []
+        if entry is not None:
+            seen_in.append(dequantize_output(it.get_tensor(entry["index"]), {"dtype": entry["dtype"],
+                                                                              "quantization": entry["quantization"]}))
+    out: list[dict] = []
+    if input_too and entry is not None and seen_in and np.issubdtype(entry["dtype"], np.integer):
+        f = np.asarray(x, np.float32)
+        out.append({"layer": "input", "kind": "input quantization",
+                    "relative_error": round(_channel_error(f, np.concatenate(seen_in, axis=0).reshape(f.shape)), 4),
+                    "tensors": [entry["name"]]})
     for (layer, f) in zip(layers, float_outs):
         if f is None:
             continue
         q = np.concatenate(got[layer.name], axis=0).reshape(f.shape)
-        # per channel (last axis), then averaged: one wide-range channel must not hide the others rounded to 0
-        fc, qc = f.reshape(-1, f.shape[-1]), q.reshape(-1, f.shape[-1])
-        norms = np.linalg.norm(fc, axis=0)
-        live = norms > 1e-6 * (norms.max() + 1e-12)
-        err = float(np.mean(np.linalg.norm(qc - fc, axis=0)[live] / norms[live])) if live.any() else 0.0
+        err = _channel_error(f, q)
         out.append({"layer": layer.name, "kind": kind_of(layer), "relative_error": round(err, 4),
                     "tensors": sorted({d["name"] for d in details if _matches(d["name"], layer.name)}
                                       | {chosen[layer.name][1]["name"]})})
     out.sort(key=lambda r: -r["relative_error"])
     return out[:top]
+
+
+def _channel_error(f: np.ndarray, q: np.ndarray) -> float:
+    """|q - f| / |f| per channel (last axis), averaged over the channels: one wide-range channel must not hide the
+    others rounded to 0."""
+    fc, qc = f.reshape(-1, f.shape[-1]), q.reshape(-1, f.shape[-1])
+    norms = np.linalg.norm(fc, axis=0)
+    live = norms > 1e-6 * (norms.max() + 1e-12)
+    return float(np.mean(np.linalg.norm(qc - fc, axis=0)[live] / norms[live])) if live.any() else 0.0
 
 
 def error_note(mode: str, largest: list[dict], kept_float: list[str], hint: str = "") -> str | None:
@@ -137,6 +159,9 @@ def error_note(mode: str, largest: list[dict], kept_float: list[str], hint: str 
     kept = f" (kept float already: {', '.join(kept_float)})" if kept_float else ""
     if largest:
         worst = ", ".join(f"'{w['layer']}' ({w['kind']}, {w['relative_error']:.3f})" for w in largest)
+        if largest[0]["kind"] == "input quantization":  # before any layer: keeping layers float cannot help
+            hint = ("; one int8 scale covers all the input's channels, so scale them to similar ranges before the "
+                    "model")
         return f"largest {mode} error vs the float model (relative, per layer output): {worst}{hint}{kept}"
     if kept_float:
         return (f"{mode} error remains with {', '.join(kept_float)} kept float: it comes from the tensors still "

@@ -90,7 +90,7 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
         best, best_dis, best_acc = candidate, dis, acc
         return True
     if not ok(dis0):
-        worst = worst_layers(model_bytes, plain, calibration.x, top=4)
+        worst = worst_layers(model_bytes, plain, calibration.x, top=4, input_too=False)  # layers to keep float
         for k in (1, 2, 4):
             if k > len(worst) or ok(best_dis):
                 break
