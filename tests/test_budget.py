@@ -137,7 +137,6 @@ def test_fixed_strength_over_budget_is_flagged_and_not_selected(digits_model, di
 def _outlier_model(train):
     """Digits MLP with one hidden unit of a huge range that nobody reads: per-tensor int8 of that layer's output
     rounds every other unit to zero, so any int8 form of it (QAT or post-training) collapses."""
-    import numpy as np
     from edgekit._tf import keras
     from edgekit.data import load_data
     tr = load_data(train)
@@ -147,6 +146,12 @@ def _outlier_model(train):
                           keras.layers.Dense(10, activation="softmax", name="out")])
     m.compile("adam", "sparse_categorical_crossentropy")
     m.fit(tr.x, tr.y, epochs=15, verbose=0)
+    return _add_outlier(m)
+
+
+def _add_outlier(m):
+    """One unit of 'hidden' gets a huge range, and 'out' stops reading it: the Keras model's answers stay."""
+    import numpy as np
     k, b = m.get_layer("hidden").get_weights()
     k[:, 0], b[0] = np.abs(k[:, 0]) * 2000 + 50, 1000.0
     m.get_layer("hidden").set_weights([k, b])
@@ -257,7 +262,6 @@ def _wide_input_data(digits_data, folder, wide: float = 1000.0):
 
 
 def _wide_input_model(paths, hard_swish: bool = False, outlier: bool = False):
-    import numpy as np
     from edgekit._tf import keras, tf
     from edgekit.data import load_data
     keras.utils.set_random_seed(0)
@@ -270,14 +274,7 @@ def _wide_input_model(paths, hard_swish: bool = False, outlier: bool = False):
     m.compile("adam", "sparse_categorical_crossentropy")
     tr = load_data(paths["train"])
     m.fit(tr.x, tr.y, epochs=15, verbose=0)
-    if outlier:  # and _outlier_model's unit of a huge range in 'hidden'
-        k, b = m.get_layer("hidden").get_weights()
-        k[:, 0], b[0] = np.abs(k[:, 0]) * 2000 + 50, 1000.0
-        m.get_layer("hidden").set_weights([k, b])
-        k2, b2 = m.get_layer("out").get_weights()
-        k2[0, :] = 0
-        m.get_layer("out").set_weights([k2, b2])
-    return m
+    return _add_outlier(m) if outlier else m
 
 
 def _without_dynamic_range(folder):
