@@ -594,7 +594,7 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
             if explain is not None and recipe.mode in ("int8", "int16x8"):
                 from .quant_error import error_note
                 kept_float = next((r.get("kept_float") or [] for r in records if r.get("step") == "selective"), [])
-                quant_notes["largest_errors"] = explain(model_bytes)
+                quant_notes["largest_errors"] = explain(model_bytes, kept_float)
                 hint = ("" if recipe.selective or recipe.qat else
                         "; quantization-aware training (the pcqat-int8-edgetpu recipe) trains the model for "
                         "int8, as the Edge TPU needs every layer int8" if profile.edgetpu else
@@ -820,18 +820,12 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
         counts = count(plain)
     except Exception:
         counts = {}
-    # layers int8-selective already keeps float are not named again: their outputs carry the error of the int8
-    # layers before them, and keeping them float is what was done
-    kept = next((r.get("kept_float") or [] for r in records if r.get("step") == "selective"), [])
-
-    def explain(model_bytes: bytes) -> list[dict]:
+    def explain(model_bytes: bytes, kept_float: list[str]) -> list[dict]:
         from .quant_error import worst_layers
         try:
-            worst = worst_layers(model_bytes, plain, calibration.x, top=3 + len(kept)) if calibration is not None \
-                else []
+            return worst_layers(model_bytes, plain, calibration.x, skip=kept_float) if calibration is not None else []
         except Exception:
             return []
-        return [w for w in worst if w["layer"] not in kept][:3]
     return _build_variant(recipe, profile, model_bytes, work, keras_acc, eval_data, records, log, label, counts,
                           ref_acc, explain)
 

@@ -2,6 +2,8 @@
 .tflite (LiteRT with every intermediate tensor kept), on a few calibration samples: relative error per layer."""
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 from .layers import kind_of
 
@@ -53,11 +55,12 @@ def _compared(chain: list, tensor_name: str):
 
 
 def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, samples: int = 16,
-                 input_too: bool = True) -> list[dict]:
+                 input_too: bool = True, skip: Collection[str] = ()) -> list[dict]:
     """The `top` layers whose int8 output differs most from the float model's: [{layer, kind, relative_error,
     tensors}] (error = |q - f| / |f| per output channel over `samples` inputs, averaged over the channels), most
     wrong first.  Layers with no matching tensor are skipped.  With `input_too`, the model's input quantization is
-    a candidate as well (layer 'input', kind 'input quantization')."""
+    a candidate as well (layer 'input', kind 'input quantization').  Layers named in `skip` (those int8-selective
+    keeps float: their outputs carry the error of the int8 tensors before them) are not candidates."""
     from ai_edge_litert.interpreter import Interpreter
     from ._quiet import captured_stderr
     from .validate import dequantize_output, quantize_input
@@ -85,11 +88,10 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
     final = keras_model.layers[-1]
     layers = [layer for layer in keras_model.layers
               if (layer is final or (layer.weights and kind_of(layer) != "BatchNormalization"))
-              and not isinstance(layer.output, (list, tuple))]
+              and not isinstance(layer.output, (list, tuple)) and layer.name not in skip]
     chains = {layer.name: ([layer] if layer is final else _chain(layer)) for layer in layers}
     members = list({id(m): m for layer in layers for m in chains[layer.name]}.values())
-    probe = keras.Model(keras_model.inputs, [m.output for m in members])
-    outs = probe.predict(x, verbose=0)
+    outs = keras.Model(keras_model.inputs, [m.output for m in members]).predict(x, verbose=0) if members else []
     by_name = dict(zip((m.name for m in members), outs if isinstance(outs, list) else [outs]))
     chosen = {}
     float_outs = []
@@ -105,15 +107,18 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
             float_outs.append(by_name[_compared(chains[layer.name], d["name"]).name])
         else:
             float_outs.append(None)
-    if not chosen:
-        return []
     inp = it.get_input_details()[0]
     # the input itself: an int8 model's first QUANTIZE (float input) or its int8 input tensor; one scale for all
     # channels rounds a channel of small values away when another is wide (unnormalized sensor data, a raw offset)
-    first = next((int(op["outputs"][0]) for op in it._get_ops_details()
-                  if op["op_name"] == "QUANTIZE" and int(inp["index"]) in [int(t) for t in op["inputs"]]), None)
-    entry = next((d for d in details if d["index"] == first), None) if first is not None else (
-        inp if np.issubdtype(inp["dtype"], np.integer) else None)
+    entry = None
+    if input_too:
+        first = next((int(op["outputs"][0]) for op in it._get_ops_details()
+                      if op["op_name"] == "QUANTIZE" and int(inp["index"]) in [int(t) for t in op["inputs"]]), None)
+        entry = next((d for d in details if d["index"] == first), None) if first is not None else inp
+        if entry is not None and not np.issubdtype(entry["dtype"], np.integer):
+            entry = None
+    if not chosen and entry is None:
+        return []
     got: dict[str, list] = {name: [] for name in chosen}
     seen_in: list = []
     for i in range(len(x)):
@@ -126,7 +131,7 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
             seen_in.append(dequantize_output(it.get_tensor(entry["index"]), {"dtype": entry["dtype"],
                                                                               "quantization": entry["quantization"]}))
     out: list[dict] = []
-    if input_too and entry is not None and seen_in and np.issubdtype(entry["dtype"], np.integer):
+    if entry is not None:
         f = np.asarray(x, np.float32)
         out.append({"layer": "input", "kind": "input quantization",
                     "relative_error": round(_channel_error(f, np.concatenate(seen_in, axis=0).reshape(f.shape)), 4),
@@ -153,8 +158,8 @@ def _channel_error(f: np.ndarray, q: np.ndarray) -> float:
 
 
 def error_note(mode: str, largest: list[dict], kept_float: list[str], hint: str = "") -> str | None:
-    """The warning line of a variant over budget: where its `mode` error is largest (`largest`, from worst_layers,
-    without the layers int8-selective keeps float), or, when every layer it could name is kept float already,
+    """The warning line of a variant over budget: where its `mode` error is largest (`largest`, from worst_layers
+    with the layers int8-selective keeps float skipped), or, when every layer it could name is kept float already,
     that the error comes from the int8 tensors before them."""
     kept = f" (kept float already: {', '.join(kept_float)})" if kept_float else ""
     if largest:

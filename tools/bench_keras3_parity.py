@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,27 +26,9 @@ GOAL = 1e-3  # largest weight difference after one epoch that still counts as "f
 
 
 def parity(name: str, samples: int) -> list:
-    import numpy as np
-    import tf_keras
-    from edgekit import keras3
-    from edgekit.data import Dataset
-    from edgekit.optimize.train import fine_tune
     t0 = time.perf_counter()
-    tf_keras.utils.set_random_seed(0)
-    plain = zoo.application(name, 32)
-    (x, y), _ = zoo.digits_rgb(32, pixels=zoo.scale(name))
-    rebuilt = keras3.to_tf_keras(zoo.keras3_twin(plain, name, 32), x[:32])
-    kinds = Counter(type(layer).__name__ for layer in plain.layers)
-    same_kinds = kinds == Counter(type(layer).__name__ for layer in rebuilt.layers)
-    weights = []
-    for m in (plain, rebuilt):
-        copy = tf_keras.models.clone_model(m)
-        copy.set_weights(m.get_weights())
-        fine_tune(copy, Dataset(x[:samples], y[:samples], "digits"), epochs=1, lr=1e-4)
-        weights.append([w for layer in copy.layers for w in layer.get_weights()])
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(*weights))
-    return [name, "yes" if same_kinds else "NO", str(kinds.get("Dropout", 0)), f"{diff:.3g}",
-            f"{time.perf_counter() - t0:.0f}"]
+    same_kinds, dropouts, diff = zoo.keras3_fine_tune_gap(name, samples)
+    return [name, "yes" if same_kinds else "NO", str(dropouts), f"{diff:.3g}", f"{time.perf_counter() - t0:.0f}"]
 
 
 def main() -> int:

@@ -92,6 +92,33 @@ def keras3_twin(model, name: str, size: int = 32):
     return twin
 
 
+def keras3_fine_tune_gap(name: str, samples: int = 256, lr: float = 1e-4, size: int = 32) -> tuple[bool, int, float]:
+    """The tf_keras application `name` (weights=None, seeded), its Keras 3 twin, and edgekit's tf_keras rebuild of
+    the twin, each fine-tuned one epoch on `samples` digits with edgekit's own fine-tune: (the rebuild has the tf_keras
+    model's layer kinds, Dropout layers, largest weight difference after the epoch)."""
+    from collections import Counter
+
+    import tf_keras
+    from edgekit import keras3
+    from edgekit.data import Dataset
+    from edgekit.optimize.train import fine_tune
+    tf_keras.utils.set_random_seed(0)
+    plain = application(name, size)
+    (x, y), _ = digits_rgb(size, pixels=scale(name))
+    rebuilt = keras3.to_tf_keras(keras3_twin(plain, name, size), x[:32])
+    kinds = Counter(type(layer).__name__ for layer in plain.layers)
+    same_kinds = kinds == Counter(type(layer).__name__ for layer in rebuilt.layers)
+    weights = []
+    for m in (plain, rebuilt):
+        copy = tf_keras.models.clone_model(m)
+        copy.set_weights(m.get_weights())
+        fine_tune(copy, Dataset(x[:samples], y[:samples], "digits"), epochs=1, lr=lr)
+        weights.append([w for layer in copy.layers for w in layer.get_weights()])
+    if len(weights[0]) != len(weights[1]):
+        return False, kinds.get("Dropout", 0), float("inf")
+    return same_kinds, kinds.get("Dropout", 0), max(float(np.abs(a - b).max()) for a, b in zip(*weights))
+
+
 def odd_layers(size: int = 16, keras3: bool = False):
     """Rescaling and Normalization at the input, ZeroPadding2D, a standalone BatchNormalization (after a
     Concatenate, no conv before it), squeeze-excitation (Multiply), hard-swish as an Activation and as raw
