@@ -89,6 +89,24 @@ def test_allocation_follows_output_divergence_where_accuracy_is_flat():
     assert achieved(sens, by_sensitivity(sens, 0.95)) >= 0.9
 
 
+def test_a_pruning_search_does_not_try_targets_beyond_what_the_allocation_can_reach():
+    """Small layers stay dense and the rest stop at the cap, so every target above that reach is one model: the
+    search tries the reach itself instead of training it twice (the bench's odd model at 80% and 90%)."""
+    from edgekit.compress.allocate import MAX_SPARSITY, achieved, by_sensitivity, reachable
+    from edgekit.optimize.prune import AUTO_TARGETS, targets_within
+    curve = {"accuracy": [0.98, 0.97, 0.95, 0.9]}
+    sens = {"baseline": 0.98, "sparsities": [0.3, 0.5, 0.7, 0.9], "layers": {
+        "tiny": {"params": 400, **curve}, "big": {"params": 3600, **curve}}}
+    reach = reachable(sens)
+    assert reach == achieved(sens, {"tiny": 0.0, "big": MAX_SPARSITY}) == 0.855
+    assert by_sensitivity(sens, 0.9) == by_sensitivity(sens, 0.95) == by_sensitivity(sens, reach)
+    targets, got = targets_within(sens)
+    assert got == 0.85 and targets == (0.85, 0.8, 0.7, 0.6, 0.5, 0.3)
+    assert by_sensitivity(sens, 0.85) != by_sensitivity(sens, 0.8)  # each target left is a different model
+    sens["layers"]["tiny"]["params"] = 40000  # nothing small any more: every target can be reached
+    assert targets_within(sens)[0] == AUTO_TARGETS
+
+
 def test_sensitivity_is_cached_by_model_hash(tfk, tmp_path, monkeypatch):
     from edgekit.compress.sensitivity import analyse
     from edgekit.data import Dataset

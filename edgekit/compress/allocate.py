@@ -34,16 +34,32 @@ def small_layers(layers: dict) -> set[str]:
     return small
 
 
+def _damage(sensitivity: dict) -> dict:
+    """Per layer, the damage curve over [0, *sparsities]: output divergence where measured (continuous, and it does
+    not go flat on data the model has memorized), else the accuracy drop; never decreasing."""
+    base = sensitivity["baseline"]
+    return {n: np.maximum.accumulate([0.0, *(d["divergence"] if "divergence" in d else
+                                             [base - a for a in d["accuracy"]])])
+            for n, d in sensitivity["layers"].items()}
+
+
+def _at_cap(drops: dict) -> float:
+    """A tolerance at which every layer but the small ones is allocated its cap."""
+    return max(1.0, 2.0 * max(float(d.max()) for d in drops.values()))
+
+
+def reachable(sensitivity: dict) -> float:
+    """The largest share of the prunable weights the allocation can prune: the small layers dense, every other at
+    MAX_SPARSITY.  Any target above it gives the same allocation."""
+    return achieved(sensitivity, by_sensitivity(sensitivity, 1.0))
+
+
 def by_sensitivity(sensitivity: dict, target: float) -> dict:
     """{layer: sparsity} reaching `target` of all prunable weights with the smallest worst per-layer drop."""
     layers = sensitivity["layers"]
     total = sum(d["params"] for d in layers.values())
     xs = [0.0, *sensitivity["sparsities"]]
-    base = sensitivity["baseline"]
-    # the damage curve: output divergence where measured (continuous, and it does not go flat on data the model
-    # has memorized), else the accuracy drop
-    drops = {n: np.maximum.accumulate([0.0, *(d["divergence"] if "divergence" in d else
-                                              [base - a for a in d["accuracy"]])]) for n, d in layers.items()}
+    drops = _damage(sensitivity)
     tiny = small_layers(layers)
 
     def alloc(tol):
@@ -52,7 +68,7 @@ def by_sensitivity(sensitivity: dict, target: float) -> dict:
     def reached(a):
         return sum(layers[n]["params"] * s for n, s in a.items()) / total
 
-    lo, hi = 0.0, max(1.0, 2.0 * max(float(d.max()) for d in drops.values()))  # hi: every layer at its cap
+    lo, hi = 0.0, _at_cap(drops)
     if reached(alloc(hi)) < target:
         return alloc(hi)  # the target is out of reach even at the cap: prune as far as allowed
     for _ in range(40):

@@ -1,6 +1,8 @@
 """Magnitude pruning with TF-MOT (uniform, sensitivity-allocated per layer, or 2:4): apply -> fine-tune -> strip."""
 from __future__ import annotations
 
+import math
+
 from ..data import Dataset
 from ..errors import OptimizationError
 from .steps import Prune
@@ -66,6 +68,12 @@ def allocate(model, cfg: Prune, data: Dataset) -> tuple[dict | None, dict]:
                        "sensitivity_cached": sens.get("cached", False)}
 
 
+def _allocation_sample(data: Dataset) -> Dataset:
+    """The training samples the allocation is decided on (the same ones for every trial of a search, so the
+    sensitivity analysis runs once and is remembered)."""
+    return data.sample(min(len(data), 300), seed=1)
+
+
 def prune(model, cfg: Prune, data: Dataset, teacher=None, distill=None):
     """Return (a pruned, stripped copy of `model`, details).  The argument is left untouched."""
     from .._tf import tfmot
@@ -73,7 +81,7 @@ def prune(model, cfg: Prune, data: Dataset, teacher=None, distill=None):
     # the allocation is decided on training samples (by output divergence, which needs no labels and still
     # measures on data the model has memorized), not on the validation split that judges the result: allocated
     # there, MobileNetV2 at 85% scored -0.4 points on those 280 samples and -9.1 on --eval
-    allocation, details = allocate(model, cfg, data.sample(min(len(data), 300), seed=1))
+    allocation, details = allocate(model, cfg, _allocation_sample(data))
     steps = steps_per_epoch(data)
     wrapped, skipped = _wrap(clone(model), cfg, steps, allocation)
     if skipped:
@@ -130,8 +138,31 @@ def prune_auto(model, cfg: Prune, fit: Dataset, val: Dataset, max_drop: float, r
     trace)."""
     from ..compress.sensitivity import correct_of
     from .search import strongest
+    targets, reach = auto_targets(model, cfg, fit)
     target, pruned, details, trace = strongest(
-        AUTO_TARGETS, lambda t: prune(model, cfg.with_(target=t), fit, teacher=teacher, distill=distill),
+        targets, lambda t: prune(model, cfg.with_(target=t), fit, teacher=teacher, distill=distill),
         lambda m: correct_of(m, val), reference, max_drop, "target", memo)
     trace["validation_samples"] = len(val)
+    if reach is not None:
+        trace["reachable"] = reach
     return pruned, {**details, "target": target, "search": trace}
+
+
+def auto_targets(model, cfg: Prune, data: Dataset) -> tuple[tuple, float | None]:
+    """The sparsities a search tries, strongest first, and the most the allocation can reach (None: no limit
+    known).  With a sensitivity allocation, the targets above what it can reach (the small layers dense, every other
+    at its cap) all give the same model: they are replaced by that reach, so no trial trains a model another trial
+    trained (the bench's odd model: 80% and 90% were one model, and one of its four trials went to it twice)."""
+    if cfg.allocation != "sensitivity" or cfg.structure == "2:4":
+        return AUTO_TARGETS, None
+    from ..compress.sensitivity import analyse
+    return targets_within(analyse(model, _allocation_sample(data), method="magnitude"))
+
+
+def targets_within(sensitivity: dict) -> tuple[tuple, float]:
+    """AUTO_TARGETS with those above the allocation's reach replaced by the reach (in whole percent, rounded down)."""
+    from ..compress.allocate import reachable
+    reach = math.floor(reachable(sensitivity) * 100 + 1e-9) / 100
+    if reach >= AUTO_TARGETS[0] or reach <= 0:
+        return AUTO_TARGETS, reach
+    return (reach, *(t for t in AUTO_TARGETS if t < reach - 0.005)), reach
