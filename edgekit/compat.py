@@ -52,6 +52,15 @@ def tflite_version_of(runtime: Runtime) -> str:
     return found
 
 
+def unloadable(model_bytes: bytes, runtime: Runtime) -> str | None:
+    """Why `runtime` cannot load these flatbuffer bytes, or None."""
+    from .flatbuffer import parse_model
+    return runtime_problem(parse_model(model_bytes), runtime)
+
+
+DENSE_PER_TENSOR = "per-tensor (per-channel needs runtime >= 2.17)"  # the record of a dynamic-range model so built
+
+
 def runtime_problem(info: ModelInfo, runtime: Runtime) -> str | None:
     """Why `runtime` cannot load the model, or None."""
     have = tflite_version_of(runtime)

@@ -833,6 +833,7 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
 def _optimize_and_convert(recipe: Recipe, profile: DeviceProfile, model, optimizer, calibration, log: Log,
                           label: str) -> tuple:
     """(model converted, plain Keras model before QAT, step records ending with `convert`, flatbuffer bytes)."""
+    from .compat import DENSE_PER_TENSOR, unloadable
     from .convert.tflite import convert
     converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
     reset_peak()
@@ -840,6 +841,13 @@ def _optimize_and_convert(recipe: Recipe, profile: DeviceProfile, model, optimiz
     stats: dict = {}
     rebuild = (plain, recipe.qat_scheme) if recipe.qat and converted is not plain else None
     model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes, stats, rebuild)
+    if recipe.mode == "dynamic" and unloadable(model_bytes, profile.runtime):
+        # per-channel dense weights (FULLY_CONNECTED v12) are newer than the device's runtime: one scale per
+        # dense layer instead, which it loads (if that does not help either, the variant is flagged as before)
+        per_tensor = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes, stats, rebuild,
+                             dense_per_tensor=True)
+        if not unloadable(per_tensor, profile.runtime):
+            model_bytes, stats["dense_weights"] = per_tensor, DENSE_PER_TENSOR
     secs = time.perf_counter() - t0
     logging.getLogger("edgekit.convert").debug("%s: converted (%s, io %s, %s calibration samples): %d bytes in "
                                                "%.1f s", recipe.name, recipe.mode, recipe.io,
@@ -848,7 +856,8 @@ def _optimize_and_convert(recipe: Recipe, profile: DeviceProfile, model, optimiz
     peak = peak_mb()
     records = [*records, {"step": "convert", "mode": recipe.mode, "seconds": round(secs, 2),
                           "bytes": len(model_bytes), "peak_rss_mb": peak, **stats}]
-    log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io})"
+    log(f"{label}: convert  {secs:6.1f} s  {len(model_bytes):,} bytes ({recipe.mode}, io {recipe.io}"
+        + (f"; dense weights {stats['dense_weights']}" if stats.get("dense_weights") else "") + ")"
         + (f"  peak {peak:,.0f} MB" if peak else "")
         + (f" (in a child process: {stats['child_peak_rss_mb']:,.0f} MB)" if stats.get("isolated") else ""))
     return converted, plain, records, model_bytes

@@ -45,6 +45,7 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
     """The flatbuffer to ship for an int8-selective recipe; its trials go into `records` as a `selective` step."""
     import numpy as np
 
+    from .compat import DENSE_PER_TENSOR, unloadable
     from .convert.tflite import convert, convert_selective
     from .optimize.search import Z, changed_within
     from .quant_error import worst_layers
@@ -105,12 +106,12 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
         trial: dict[str, Any] = {"activations": kind}
         try:
             candidate = convert(converted, mode, "float32", calibration, profile.static_shapes)
-            why = _unloadable(candidate, profile)
+            why = unloadable(candidate, profile.runtime)
             if why and mode == "dynamic":  # one weight scale per dense layer: FULLY_CONNECTED v9, not v12
                 candidate = convert(converted, mode, "float32", calibration, profile.static_shapes,
                                     dense_per_tensor=True)
-                why = _unloadable(candidate, profile)
-                trial["dense_weights"] = "per-tensor (per-channel needs runtime >= 2.17)"
+                why = unloadable(candidate, profile.runtime)
+                trial["dense_weights"] = DENSE_PER_TENSOR
         except ConversionError as e:
             why = str(e)[:200]
         if why:  # a rung the device's runtime cannot load is not taken
@@ -127,13 +128,6 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
             f"; accuracy {acc0:.4f} -> {best_acc:.4f}" if best_acc is not None and acc0 is not None else "") +
         f" on {n} samples")
     return best
-
-
-def _unloadable(candidate: bytes, profile) -> str | None:
-    """Why the device's runtime cannot load a candidate, or None."""
-    from .compat import runtime_problem
-    from .flatbuffer import parse_model
-    return runtime_problem(parse_model(candidate), profile.runtime)
 
 
 def _kept_text(rec: dict) -> str:

@@ -52,7 +52,7 @@ def digits_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def rpi4_manifest(tmp_path_factory, digits_model, digits_data):
-    """The rpi4 default recipe set, and `dynamic` named by hand (a user may: it is flagged), converted once."""
+    """The rpi4 default recipe set, and `dynamic` named by hand (a user may), converted once."""
     from edgekit import convert_for_device
     from edgekit.profiles import load_profile
     out = tmp_path_factory.mktemp("conv") / "rpi4"
@@ -60,3 +60,15 @@ def rpi4_manifest(tmp_path_factory, digits_model, digits_data):
     recipes = [*load_profile("rpi4").default_recipes, "dynamic"]
     manifest = convert_for_device(digits_model, "rpi4", recipes, train=train, eval=test, out=out, log=lambda m: None)
     return manifest, out
+
+
+@pytest.fixture(scope="session")
+def too_new_model(tmp_path_factory, digits_model):
+    """The digits model in dynamic range as the converter writes it by default: per-channel dense weights
+    (FULLY_CONNECTED v12), which tflite-runtime 2.14 cannot load.  (For a device whose runtime is that old, edgekit
+    builds the dynamic recipe with per-tensor dense weights instead.)"""
+    from edgekit.convert.tflite import convert
+    from edgekit.modelio import load_keras_model
+    path = tmp_path_factory.mktemp("v12") / "dynamic.tflite"
+    path.write_bytes(convert(load_keras_model(digits_model), "dynamic"))
+    return path

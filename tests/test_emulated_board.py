@@ -80,7 +80,7 @@ def test_profile_on_the_emulated_pi_records_its_own_fingerprint(tmp_path, board,
 
 
 def test_the_runtime_follows_the_profile_and_the_fit_check_uses_the_boards_version(tmp_path, board, pi_pythons,
-                                                                                    rpi4_manifest):
+                                                                                    rpi4_manifest, too_new_model):
     """One userland with ai-edge-litert 2.3.0 and tflite-runtime 2.14.0 installed: profile rpi4 (tflite-runtime first)
     runs tflite-runtime and refuses the dynamic-range model (FULLY_CONNECTED v12 needs TFLite 2.17) unrun; profile
     rpi4-bookworm (ai-edge-litert first) runs both models on ai-edge-litert.  A board with tflite-runtime alone
@@ -89,10 +89,10 @@ def test_the_runtime_follows_the_profile_and_the_fit_check_uses_the_boards_versi
     common = inventory(tmp_path, board, [("pi-old", "rpi4", pi_pythons["both"]),
                                          ("pi-new", "rpi4-bookworm", pi_pythons["both"]),
                                          ("pi-only", "rpi4-bookworm", pi_pythons["old"])])
-    proc = run_cli("profile", out / "int8.tflite", out / "dynamic.tflite", "--board", "pi-old", "--board", "pi-new",
+    proc = run_cli("profile", out / "int8.tflite", too_new_model, "--board", "pi-old", "--board", "pi-new",
                    "--board", "pi-only", "--threads", "1", "--runs", "5", "--json", *common)
     assert proc.returncode == 2, proc.stderr  # refused ones count as missing measurements
-    rows = {(r["board"], r["variant"]): r for r in json.loads(proc.stdout)["measurements"]}
+    rows = {(r["board"], r["model_name"]): r for r in json.loads(proc.stdout)["measurements"]}
     assert rows[("pi-old", "int8")]["status"] == "ok"
     assert rows[("pi-old", "int8")]["runtime_name"] == "tflite-runtime"
     for b in ("pi-old", "pi-only"):

@@ -24,8 +24,8 @@ def test_inspect_json_reports_ops_tensors_and_metadata(int8_path):
     assert d["min_runtime_version"] == "1.14.0" and d["bytes"] == int8_path.stat().st_size
 
 
-def test_inspect_with_device_reports_runtime_problem(rpi4_manifest):
-    proc = run_cli("inspect", rpi4_manifest[1] / "dynamic.tflite", "--device", "rpi4")
+def test_inspect_with_device_reports_runtime_problem(too_new_model):
+    proc = run_cli("inspect", too_new_model, "--device", "rpi4")
     assert proc.returncode == 0, proc.stderr
     assert "NOT compatible" in proc.stdout and "tflite-runtime 2.14.0 cannot load" in proc.stdout
 

@@ -126,8 +126,10 @@ def test_runner_uses_tflite_runtime_when_present(tflite_runtime_python, rpi4_man
                                                     "version": "2.14.0"}
 
 
-def test_profiler_refuses_op_versions_the_board_cannot_load(tflite_runtime_python, rpi4_manifest, tmp_path):
-    """A board with tflite-runtime 2.14: int8 runs, dynamic-range (FULLY_CONNECTED v12) is refused unrun."""
+def test_profiler_refuses_op_versions_the_board_cannot_load(tflite_runtime_python, rpi4_manifest, too_new_model,
+                                                            tmp_path):
+    """A board with tflite-runtime 2.14: int8 runs, and so does the dynamic-range model edgekit built for rpi4 (dense
+    weights per tensor); the converter's default dynamic-range model (FULLY_CONNECTED v12) is refused unrun."""
     import yaml
     pytest.importorskip("paramiko")
     from loopback_board import SSHD, LoopbackBoard
@@ -140,16 +142,19 @@ def test_profiler_refuses_op_versions_the_board_cannot_load(tflite_runtime_pytho
                                                                 workdir=str(tmp_path / "w"))]}))
         (tmp_path / "kh").write_text(b.known_hosts_line)
         out = rpi4_manifest[1]
-        proc = run_cli("profile", out / "int8.tflite", out / "dynamic.tflite", "--board", "oldpi", "--threads", "1",
-                       "--runs", "5", "--boards", inv, "--known-hosts", tmp_path / "kh", "--store", tmp_path / "s.db",
-                       "--json")
+        proc = run_cli("profile", out / "int8.tflite", out / "dynamic.tflite", too_new_model, "--board", "oldpi",
+                       "--threads", "1", "--runs", "5", "--boards", inv, "--known-hosts", tmp_path / "kh",
+                       "--store", tmp_path / "s.db", "--json")
         assert proc.returncode == 2
-        rows = {r["variant"]: r for r in json.loads(proc.stdout)["measurements"]}
+        # the manifest's variants by name; the converter's own model (no manifest) as "too new"
+        rows = {r["variant"] or "too new": r for r in json.loads(proc.stdout)["measurements"]}
         assert rows["int8"]["status"] == "ok" and rows["int8"]["runtime_version"] == "2.14.0"
-        assert rows["dynamic"]["status"] == "failed" and rows["dynamic"].get("n_runs") is None
-        assert "not run: tflite-runtime 2.14.0 cannot load" in rows["dynamic"]["error"]
-        assert "FULLY_CONNECTED v12" in rows["dynamic"]["error"]
-        assert not list((tmp_path / "w").glob(f"{rows['dynamic']['model_sha256']}*"))
+        assert rows["dynamic"]["status"] == "ok" and rows["dynamic"]["runtime_version"] == "2.14.0"
+        assert rows["dynamic"]["n_runs"] >= 5 and rows["dynamic"]["p50_ms"] > 0
+        v12 = rows["too new"]
+        assert v12["status"] == "failed" and v12.get("n_runs") is None
+        assert "not run: tflite-runtime 2.14.0 cannot load" in v12["error"] and "FULLY_CONNECTED v12" in v12["error"]
+        assert not list((tmp_path / "w").glob(f"{v12['model_sha256']}*"))
     finally:
         b.kill()
 
