@@ -45,6 +45,21 @@ def _chain(layer) -> list:
     return out
 
 
+_ELEMENTWISE = ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "ThresholdedReLU", "Softmax")
+
+
+def _unfused_after(chain: list) -> list:
+    """The activation layers right after `chain` that the converter does not fuse into its op (swish, sigmoid,
+    LeakyReLU, ELU...): ops of their own.  A layer kept float needs them float too, or its float output is quantized
+    again one op later, range and all (an outlier unit then still rounds every other unit to zero)."""
+    out = []
+    nxt = _next_only(chain[-1])
+    while nxt is not None and kind_of(nxt) in _ELEMENTWISE and not _fusable_activation(nxt):
+        out.append(nxt)
+        nxt = _next_only(nxt)
+    return out
+
+
 def _compared(chain: list, tensor_name: str):
     """Which of `chain` the int8 tensor holds: the fused activation when the tensor is named after it too (a conv's
     output before its ReLU6 has negative values the int8 tensor cannot: MobileNetV2's depthwise convs looked 73%
@@ -141,8 +156,9 @@ def worst_layers(model_bytes: bytes, keras_model, x: np.ndarray, top: int = 3, s
             continue
         q = np.concatenate(got[layer.name], axis=0).reshape(f.shape)
         err = _channel_error(f, q)
+        with_it = [layer.name] + ([a.name for a in _unfused_after(chains[layer.name])] if layer is not final else [])
         out.append({"layer": layer.name, "kind": kind_of(layer), "relative_error": round(err, 4),
-                    "tensors": sorted({d["name"] for d in details if _matches(d["name"], layer.name)}
+                    "tensors": sorted({d["name"] for d in details if any(_matches(d["name"], n) for n in with_it)}
                                       | {chosen[layer.name][1]["name"]})})
     out.sort(key=lambda r: -r["relative_error"])
     return out[:top]

@@ -246,6 +246,37 @@ def test_selective_int8_keeps_the_layers_that_break_int8_float(digits_data, tmp_
     assert step["trials"][-1]["kept_float"] == step["kept_float"] and "disagreement" in step["judged_by"]
 
 
+def test_selective_int8_keeps_a_kept_layers_own_activation_float_too(digits_data, tmp_path):
+    """The outlier unit's layer followed by an activation the converter does not fuse (LeakyReLU, its own op): kept
+    float without it, the layer's output was quantized again one op later, outlier and all, and int8-selective had
+    to fall back to 16-bit activations on reference kernels.  With its activation kept float as well, keeping the
+    layers float is enough, and the activation's tensors in the flatbuffer are float."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from edgekit import convert_for_device
+    from edgekit._tf import keras
+    from edgekit.data import load_data
+    train, test = digits_data
+    tr = load_data(train)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(name="flat"),
+                          keras.layers.Dense(64, name="hidden"), keras.layers.LeakyReLU(0.1, name="act"),
+                          keras.layers.Dense(10, activation="softmax", name="out")])
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(tr.x, tr.y, epochs=15, verbose=0)
+    out = tmp_path / "o"
+    manifest = convert_for_device(_add_outlier(m), _without_dynamic_range(tmp_path), ["int8", "int8-selective"],
+                                  train=train, eval=test, out=out, log=lambda s: None)
+    assert manifest.variant("int8").accuracy < 0.5
+    sel = manifest.variant("int8-selective")
+    (step,) = [s for s in sel.steps if s["step"] == "selective"]
+    assert "hidden" in step["kept_float"] and step.get("activations") is None, step
+    assert sel.within_budget and sel.accuracy >= manifest.reference_keras_accuracy - 0.01
+    it = Interpreter(model_path=str(out / sel.path))
+    act = [d for d in it.get_tensor_details() if "/act/" in d["name"] or d["name"].endswith("/act")]
+    assert act and all(d["dtype"] == np.float32 for d in act), [(d["name"], d["dtype"]) for d in act]
+
+
 def _wide_input_data(digits_data, folder, wide: float = 1000.0):
     """Digits with a constant channel of 1000 riding along the input (the models slice it off): int8's one input
     scale rounds every pixel to zero before any layer runs, so keeping layers float cannot help (`wide` 300: it
