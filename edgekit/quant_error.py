@@ -173,17 +173,18 @@ def _channel_error(f: np.ndarray, q: np.ndarray) -> float:
     return float(np.mean(np.linalg.norm(qc - fc, axis=0)[live] / norms[live])) if live.any() else 0.0
 
 
-def error_note(mode: str, largest: list[dict], kept_float: list[str], hint: str = "") -> str | None:
+def error_note(mode: str, largest: list[dict], kept_float: list[str], hint: str = "",
+               reference: str = "the float model") -> str | None:
     """The warning line of a variant over budget: where its `mode` error is largest (`largest`, from worst_layers
-    with the layers int8-selective keeps float skipped), or, when every layer it could name is kept float already,
-    that the error comes from the int8 tensors before them."""
+    with the layers int8-selective keeps float skipped; `reference`: what they were compared with), or, when every
+    layer it could name is kept float already, that the error comes from the int8 tensors before them."""
     kept = f" (kept float already: {', '.join(kept_float)})" if kept_float else ""
     if largest:
         worst = ", ".join(f"'{w['layer']}' ({w['kind']}, {w['relative_error']:.3f})" for w in largest)
         if largest[0]["kind"] == "input quantization":  # before any layer: keeping layers float cannot help
             hint = ("; one int8 scale covers all the input's channels, so scale them to similar ranges before the "
                     "model")
-        return f"largest {mode} error vs the float model (relative, per layer output): {worst}{hint}{kept}"
+        return f"largest {mode} error vs {reference} (relative, per layer output): {worst}{hint}{kept}"
     if kept_float:
         return (f"{mode} error remains with {', '.join(kept_float)} kept float: it comes from the tensors still "
                 f"{mode} before them (the input's quantization scale, or activations between the layers)")

@@ -178,6 +178,8 @@ def test_a_chain_that_qat_breaks_is_converted_post_training_and_flagged(digits_d
     assert any("converted post-training from the model before QAT" in w for w in v.warnings)
     assert any("QAT fell" in ln and "converted post-training instead" in ln for ln in lines)
     assert v.within_budget is False and "hidden" in {w["layer"] for w in v.quantization["largest_errors"]}
+    # the converted model is the one before QAT, so the per-layer errors are int8's own, against it
+    assert any(w.startswith("largest int8 error vs the float model (") for w in v.warnings), v.warnings
 
 
 def test_a_flatbuffer_over_budget_backs_off_the_searched_step_and_keeps_the_best(digits_data, tmp_path):
