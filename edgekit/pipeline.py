@@ -602,9 +602,10 @@ def _build_variant(recipe: Recipe, profile: DeviceProfile, model_bytes: bytes, w
                 # a QAT variant is compared with the model before QAT, whose fine-tune moved the weights too:
                 # MobileNetV2's pcqat-int8 named a depthwise conv 0.78 off where post-training int8 showed 0.16
                 trained = any(r.get("step") == "qat" and not r.get("qat_dropped") for r in records)
+                if trained:
+                    hint = "; QAT's fine-tune moved the weights too, so part of each error is training, not rounding"
                 note = error_note(recipe.mode, quant_notes["largest_errors"], kept_float, hint, reference=(
-                    "the float model before quantization-aware training (which moved the weights as well)"
-                    if trained else "the float model"))
+                    "the float model before quantization-aware training" if trained else "the float model"))
                 if note:
                     warnings.append(note)
                     log(f"{label}: WARNING  {note}")
