@@ -839,21 +839,18 @@ def _build_one(recipe: Recipe, profile: DeviceProfile, model, optimizer, ref_acc
 def _optimize_and_convert(recipe: Recipe, profile: DeviceProfile, model, optimizer, calibration, log: Log,
                           label: str) -> tuple:
     """(model converted, plain Keras model before QAT, step records ending with `convert`, flatbuffer bytes)."""
-    from .compat import DENSE_PER_TENSOR, unloadable
-    from .convert.tflite import convert
+    from .convert.tflite import convert_loadable
     converted, plain, records = (optimizer.run(recipe, label) if recipe.steps else (model, model, []))
     reset_peak()
     t0 = time.perf_counter()
     stats: dict = {}
     rebuild = (plain, recipe.qat_scheme) if recipe.qat and converted is not plain else None
-    model_bytes = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes, stats, rebuild)
-    if recipe.mode == "dynamic" and unloadable(model_bytes, profile.runtime):
-        # per-channel dense weights (FULLY_CONNECTED v12) are newer than the device's runtime: one scale per
-        # dense layer instead, which it loads (if that does not help either, the variant is flagged as before)
-        per_tensor = convert(converted, recipe.mode, recipe.io, calibration, profile.static_shapes, stats, rebuild,
-                             dense_per_tensor=True)
-        if not unloadable(per_tensor, profile.runtime):
-            model_bytes, stats["dense_weights"] = per_tensor, DENSE_PER_TENSOR
+    # a dynamic-range model the device's runtime cannot load is built with per-tensor dense weights when that
+    # helps (if not, the variant is flagged as before)
+    model_bytes, dense = convert_loadable(converted, recipe.mode, recipe.io, calibration, profile.static_shapes,
+                                          profile.runtime, stats, rebuild)
+    if dense:
+        stats["dense_weights"] = dense
     secs = time.perf_counter() - t0
     logging.getLogger("edgekit.convert").debug("%s: converted (%s, io %s, %s calibration samples): %d bytes in "
                                                "%.1f s", recipe.name, recipe.mode, recipe.io,

@@ -45,8 +45,8 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
     """The flatbuffer to ship for an int8-selective recipe; its trials go into `records` as a `selective` step."""
     import numpy as np
 
-    from .compat import DENSE_PER_TENSOR, unloadable
-    from .convert.tflite import convert, convert_selective
+    from .compat import unloadable
+    from .convert.tflite import convert_loadable, convert_selective
     from .optimize.search import Z, changed_within
     from .quant_error import worst_layers
     from .validate import predict
@@ -105,13 +105,11 @@ def choose(recipe, converted, plain, model_bytes: bytes, calibration, decide, pr
             continue
         trial: dict[str, Any] = {"activations": kind}
         try:
-            candidate = convert(converted, mode, "float32", calibration, profile.static_shapes)
+            candidate, dense = convert_loadable(converted, mode, "float32", calibration, profile.static_shapes,
+                                                profile.runtime)
+            if dense:  # one weight scale per dense layer: FULLY_CONNECTED v9, not v12
+                trial["dense_weights"] = dense
             why = unloadable(candidate, profile.runtime)
-            if why and mode == "dynamic":  # one weight scale per dense layer: FULLY_CONNECTED v9, not v12
-                candidate = convert(converted, mode, "float32", calibration, profile.static_shapes,
-                                    dense_per_tensor=True)
-                why = unloadable(candidate, profile.runtime)
-                trial["dense_weights"] = DENSE_PER_TENSOR
         except ConversionError as e:
             why = str(e)[:200]
         if why:  # a rung the device's runtime cannot load is not taken

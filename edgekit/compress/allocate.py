@@ -43,11 +43,6 @@ def _damage(sensitivity: dict) -> dict:
             for n, d in sensitivity["layers"].items()}
 
 
-def _at_cap(drops: dict) -> float:
-    """A tolerance at which every layer but the small ones is allocated its cap."""
-    return max(1.0, 2.0 * max(float(d.max()) for d in drops.values()))
-
-
 def reachable(sensitivity: dict) -> float:
     """The largest share of the prunable weights the allocation can prune: the small layers dense, every other at
     MAX_SPARSITY.  Any target above it gives the same allocation."""
@@ -68,7 +63,7 @@ def by_sensitivity(sensitivity: dict, target: float) -> dict:
     def reached(a):
         return sum(layers[n]["params"] * s for n, s in a.items()) / total
 
-    lo, hi = 0.0, _at_cap(drops)
+    lo, hi = 0.0, max(1.0, 2.0 * max(float(d.max()) for d in drops.values()))  # hi: every layer at its cap
     if reached(alloc(hi)) < target:
         return alloc(hi)  # the target is out of reach even at the cap: prune as far as allowed
     for _ in range(40):

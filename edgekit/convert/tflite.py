@@ -61,6 +61,19 @@ def convert(model, mode: str, io: str = "float32", calibration: Dataset | None =
     return finish(_converter(model, static_batch), mode, io, calibration, dense_per_tensor)
 
 
+def convert_loadable(model, mode: str, io: str, calibration: Dataset | None, static_batch: bool, runtime,
+                     stats: dict | None = None, rebuild: tuple | None = None) -> tuple[bytes, str | None]:
+    """`convert`, and when `runtime` (a device profile's) cannot load a dynamic-range model (per-channel dense
+    weights, FULLY_CONNECTED v12, need 2.17), again with one weight scale per dense layer (v9), kept if the runtime
+    loads that: (flatbuffer, compat.DENSE_PER_TENSOR when so built, else None)."""
+    from ..compat import DENSE_PER_TENSOR, unloadable
+    first = convert(model, mode, io, calibration, static_batch, stats, rebuild)
+    if mode != "dynamic" or not unloadable(first, runtime):
+        return first, None
+    per_tensor = convert(model, mode, io, calibration, static_batch, stats, rebuild, dense_per_tensor=True)
+    return (first, None) if unloadable(per_tensor, runtime) else (per_tensor, DENSE_PER_TENSOR)
+
+
 def finish(conv, mode: str, io: str, calibration: Dataset | None, dense_per_tensor: bool = False) -> bytes:
     """Set a converter up for `mode` and `io` and run it (here, or in the isolated child)."""
     from .._tf import tf
